@@ -1,0 +1,1 @@
+//! The Kubernetes operator: HostPool CRD, KubeVirt types, inventory, actuation, status.
