@@ -6,4 +6,5 @@
 
 pub mod engine;
 pub mod operator;
+pub mod quantity;
 pub mod sim;
