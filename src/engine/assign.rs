@@ -54,21 +54,27 @@ pub fn assign(st: &mut PoolState, vms: &[usize], reason: Reason, exclude: Option
             return outcomes;
         }
     }
-    // No complete assignment: keep the greedy partial one (relaxed) and say why the rest failed.
+    // No complete assignment. Put every VM back where it runs, then move each in turn where it can go:
+    // a VM that finds no node keeps its place, which nobody took while it held it.
     for &v in &order {
+        if let Some(h) = st.origin[v] {
+            st.place(v, h);
+        }
+    }
+    for &v in &order {
+        st.remove(v);
         match best_node(st, &ctx, v, false) {
             Some(h) => {
                 st.place(v, h);
                 st.reason[v].get_or_insert(reason);
                 outcomes.push(Outcome { vm: v, result: Ok(h), relaxed: st.soft_breaks(v, h) > 0 });
             }
-            None => outcomes.push(Outcome { vm: v, result: Err(diagnose(st, v)), relaxed: false }),
-        }
-    }
-    // A VM that found no node stays where it runs: planning never loses a VM.
-    for o in outcomes.iter().filter(|o| o.result.is_err()) {
-        if let Some(h) = st.origin[o.vm] {
-            st.place(o.vm, h);
+            None => {
+                outcomes.push(Outcome { vm: v, result: Err(diagnose(st, v)), relaxed: false });
+                if let Some(h) = st.origin[v] {
+                    st.place(v, h);
+                }
+            }
         }
     }
     outcomes

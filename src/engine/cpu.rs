@@ -84,8 +84,9 @@ pub fn resolve_baseline(policy: &CpuBaselinePolicy, nodes: &[Node]) -> (Option<S
         return (None, Some("the pool has no nodes".into()));
     }
     if let CpuBaselinePolicy::Model(model) = policy {
-        let lacking: Vec<&str> =
+        let mut lacking: Vec<&str> =
             nodes.iter().filter(|n| !n.cpu_models.contains(model)).map(|n| n.name.as_str()).collect();
+        lacking.sort();
         return if lacking.is_empty() {
             (Some(model.clone()), None)
         } else {
@@ -129,7 +130,7 @@ pub fn describe(req: &CpuRequirement) -> Option<String> {
 pub fn baseline_report(policy: &CpuBaselinePolicy, nodes: &[Node], vms: &[Vm]) -> Baseline {
     let pool_nodes: Vec<Node> = nodes.iter().filter(|n| !n.state.in_maintenance()).cloned().collect();
     let (model, why) = resolve_baseline(policy, if pool_nodes.is_empty() { nodes } else { &pool_nodes });
-    let pinned = vms
+    let mut pinned: Vec<PinnedVm> = vms
         .iter()
         .filter_map(|vm| {
             let model = describe(&vm.cpu_requirement)?;
@@ -137,6 +138,7 @@ pub fn baseline_report(policy: &CpuBaselinePolicy, nodes: &[Node], vms: &[Vm]) -
             (eligible < nodes.len()).then(|| PinnedVm { vm: vm.name.clone(), model, eligible_nodes: eligible })
         })
         .collect();
+    pinned.sort_by(|a, b| a.vm.cmp(&b.vm));
     Baseline { model, why, pinned }
 }
 

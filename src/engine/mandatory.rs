@@ -217,8 +217,12 @@ pub fn fix_reservations(st: &mut PoolState, found: &mut Findings) {
         if !over(st) {
             continue;
         }
-        let mut candidates: Vec<usize> =
-            st.node_vms[h].iter().copied().filter(|&v| st.movable(v) && st.reason[v].is_none()).collect();
+        let already_blocked = |v: usize| found.blocked.iter().any(|b| b.vm == st.vms[v].name);
+        let mut candidates: Vec<usize> = st.node_vms[h]
+            .iter()
+            .copied()
+            .filter(|&v| st.movable(v) && st.reason[v].is_none() && !already_blocked(v))
+            .collect();
         candidates.sort_by_key(|&v| (std::cmp::Reverse(st.vms[v].reservation()), v));
         let mut chosen = Vec::new();
         let mut res = st.node_res[h];
