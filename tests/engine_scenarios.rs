@@ -246,3 +246,15 @@ fn same_snapshot_same_plan() {
     let snap = hot_pool();
     assert_eq!(engine::plan(&snap).unwrap(), engine::plan(&snap).unwrap());
 }
+
+#[test]
+fn generated_pools_balance_and_evacuate() {
+    let snap = engine::build::generated_pool(50, 1_000, 3);
+    let plan = engine::plan(&snap).unwrap();
+    assert!(plan.moves.iter().all(|m| m.reason == Reason::Balance));
+    assert!(plan.imbalance_after < plan.imbalance_before, "{} -> {}", plan.imbalance_before, plan.imbalance_after);
+
+    let snap = engine::build::evacuation_pool(50, 1_000, 40, 3);
+    let plan = engine::plan(&snap).unwrap();
+    assert_eq!(plan.moves_for(Reason::Maintenance).count(), 40, "{:#?}", plan.blocked);
+}
