@@ -258,3 +258,21 @@ fn generated_pools_balance_and_evacuate() {
     let plan = engine::plan(&snap).unwrap();
     assert_eq!(plan.moves_for(Reason::Maintenance).count(), 40, "{:#?}", plan.blocked);
 }
+
+#[test]
+fn a_fragmented_pool_moves_one_vm_to_make_room_for_a_new_one() {
+    // Two 8 GiB nodes with 4 GiB free each: a 6 GiB VM fits nowhere until one VM moves to the other node.
+    let nodes = vec![Node::test("n1").gib(8), Node::test("n2").gib(8)];
+    let vms = vec![
+        Vm::test("small").on("n1").reserve(0.1, 2.0),
+        Vm::test("mid").on("n1").reserve(0.1, 2.0),
+        Vm::test("other").on("n2").reserve(0.1, 4.0),
+        Vm::test("new").reserve(0.1, 6.0),
+    ];
+    let plan = engine::plan(&Snapshot::test(nodes, vms).threshold(1)).unwrap();
+    assert_eq!(plan.placements.len(), 1, "{plan:#?}");
+    let room: Vec<_> = plan.moves_for(Reason::Placement).collect();
+    assert_eq!(room.len(), 1);
+    assert_eq!(room[0].from, plan.placements[0].node, "the move frees the node the new VM goes to");
+    assert!(room[0].why.contains("makes room"), "{}", room[0].why);
+}
