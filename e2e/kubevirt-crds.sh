@@ -87,9 +87,8 @@ if [[ "${1:-}" != "--no-apply" ]]; then
     cut -c1-2000 "$RUN_DIR/kubevirt-crds.apply.log" >&2
     die "applying KubeVirt CRDs failed (full output: .run/kubevirt-crds.apply.log)"
   fi
-  kubectl_ wait --for=condition=Established --timeout=60s \
-    crd/virtualmachines.kubevirt.io crd/virtualmachineinstances.kubevirt.io \
-    crd/virtualmachineinstancemigrations.kubevirt.io crd/kubevirts.kubevirt.io \
-    crd/virtualmachineclusterinstancetypes.instancetype.kubevirt.io >/dev/null
+  wait_established virtualmachines.kubevirt.io virtualmachineinstances.kubevirt.io \
+    virtualmachineinstancemigrations.kubevirt.io kubevirts.kubevirt.io \
+    virtualmachineclusterinstancetypes.instancetype.kubevirt.io
   log "KubeVirt CRDs applied and established"
 fi

@@ -1,10 +1,12 @@
 # shellcheck shell=bash
 # PKI for the local control plane, generated with openssl into e2e/.run/pki.
 # Generated once per `up` from scratch (i.e. after `down`); kept while running.
+# ECDSA P-256 keys (fast to generate); the service-account signing key is RSA
+# 2048 (RS256, what most clusters use).
 
 _sign() { # name subject san-list [ca-prefix] [usage]
   local name="$1" subj="$2" san="$3" ca="${4:-ca}" usage="${5:-serverAuth,clientAuth}"
-  openssl genrsa -out "$PKI/$name.key" 2048 2>/dev/null
+  openssl ecparam -name prime256v1 -genkey -noout -out "$PKI/$name.key" 2>/dev/null
   openssl req -new -key "$PKI/$name.key" -subj "$subj" -out "$PKI/$name.csr" 2>/dev/null
   {
     echo "basicConstraints=CA:FALSE"
@@ -18,7 +20,7 @@ _sign() { # name subject san-list [ca-prefix] [usage]
 }
 
 _ca() { # name cn
-  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -sha256 -subj "/CN=$2" \
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 -sha256 -subj "/CN=$2" \
     -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
     -keyout "$PKI/$1.key" -out "$PKI/$1.crt" 2>/dev/null
 }

@@ -59,3 +59,10 @@ retry_until() {
 }
 
 kubectl_() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
+
+# wait_established CRD-NAME...: right after creation a CRD has no conditions
+# yet and `kubectl wait` errors out instead of waiting, so poll.
+wait_established() {
+  retry_until 60 "CRDs established: $*" kubectl_ wait --for=condition=Established --timeout=5s \
+    $(printf 'crd/%s ' "$@") || die "CRDs not established: $*"
+}

@@ -104,9 +104,8 @@ wait_controllers() {
 
 apply_kwok_manifests() {
   kubectl_ apply --server-side --force-conflicts -f "$E2E_DIR/manifests/kwok/crds.yaml" >/dev/null
-  kubectl_ wait --for=condition=Established --timeout=60s \
-    crd/stages.kwok.x-k8s.io crd/metrics.kwok.x-k8s.io \
-    crd/clusterresourceusages.kwok.x-k8s.io crd/resourceusages.kwok.x-k8s.io >/dev/null
+  wait_established stages.kwok.x-k8s.io metrics.kwok.x-k8s.io \
+    clusterresourceusages.kwok.x-k8s.io resourceusages.kwok.x-k8s.io
   kubectl_ apply --server-side --force-conflicts \
     -f "$E2E_DIR/manifests/kwok/stages.yaml" -f "$E2E_DIR/manifests/kwok/metrics.yaml" >/dev/null
 }

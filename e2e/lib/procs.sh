@@ -61,21 +61,30 @@ wait_ready() {
   done
 }
 
-proc_stop() { # name
-  local name="$1" pid i
-  if pid="$(proc_pid "$name")"; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do   # up to 10s for a graceful exit
-      [[ -d "/proc/$pid" ]] || break
-      sleep 0.1
-    done
-    if [[ -d "/proc/$pid" ]]; then
-      log "$name (pid $pid) ignored SIGTERM; sending SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
+# proc_stop_all NAME...: SIGTERM all at once, wait up to 10s, then SIGKILL.
+proc_stop_all() {
+  local name pid i alive
+  local -a pids=() names=()
+  for name in "$@"; do
+    if pid="$(proc_pid "$name")"; then
+      kill -TERM "$pid" 2>/dev/null || true
+      pids+=("$pid"); names+=("$name")
     fi
-    log "stopped $name (pid $pid)"
-  fi
-  rm -f "$PIDS/$name.pid"
+  done
+  for ((i = 0; i < 100; i++)); do
+    alive=0
+    for pid in "${pids[@]}"; do [[ -d "/proc/$pid" ]] && alive=1; done
+    ((alive)) || break
+    sleep 0.1
+  done
+  for i in "${!pids[@]}"; do
+    if [[ -d "/proc/${pids[i]}" ]]; then
+      log "${names[i]} (pid ${pids[i]}) ignored SIGTERM for 10s; sending SIGKILL"
+      kill -KILL "${pids[i]}" 2>/dev/null || true
+    fi
+    log "stopped ${names[i]} (pid ${pids[i]})"
+  done
+  for name in "$@"; do rm -f "$PIDS/$name.pid"; done
 }
 
 # Processes started from our binary cache whose command line points into our
@@ -88,5 +97,22 @@ stragglers() {
     [[ "$exe" == "$BIN_ROOT"/* ]] || continue
     tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "$RUN_DIR/" || continue
     echo "${p#/proc/}"
+  done
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Before starting anything: a listening port that no process of ours holds
+# means another cluster (another checkout?) or service is in the way.
+check_ports_free() {
+  local spec name port
+  for spec in etcd:$ETCD_CLIENT_PORT etcd:$ETCD_PEER_PORT kube-apiserver:$APISERVER_PORT \
+              kube-controller-manager:$KCM_PORT kube-scheduler:$SCHEDULER_PORT kwok:$KWOK_PORT \
+              metrics-server:$METRICS_SERVER_PORT; do
+    name="${spec%%:*}"; port="${spec##*:}"
+    proc_alive "$name" && continue
+    if port_open "$port"; then
+      die "127.0.0.1:$port (for $name) is already in use by another process; stop it (another checkout's e2e/cluster down?) or set the E2E_*_PORT variables (lib/common.sh)"
+    fi
   done
 }
