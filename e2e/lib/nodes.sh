@@ -52,7 +52,12 @@ nodes_cmd() {
   mkdir -p "$RUN_DIR"
   printf '%s' "$docs" >"$RUN_DIR/nodes.yaml"
   if ((n > 0)); then
-    kubectl_ apply --server-side --force-conflicts -f "$RUN_DIR/nodes.yaml" >/dev/null
+    kubectl_ apply --server-side --force-conflicts --field-manager=e2e-cluster \
+      -f "$RUN_DIR/nodes.yaml" >/dev/null
+    # Status is a subresource: an apply of the object only sets it on create.
+    # Apply it separately so --cpu/--memory/--pods also resize existing nodes.
+    kubectl_ apply --server-side --force-conflicts --field-manager=e2e-cluster \
+      --subresource=status -f "$RUN_DIR/nodes.yaml" >/dev/null
   fi
   # Delete surplus nodes of this prefix.
   local name idx
