@@ -24,7 +24,7 @@ go_build() { # name outdir moddir ldflags pkg...
     (( missing == 0 )) && return 0
   fi
   mkdir -p "$out" "$RUN_DIR"
-  log "building $name ($*) -> ${out#"$E2E_DIR"/} (cold build takes minutes; log: .run/build-$name.log)"
+  log "building $name ($*) -> ${out#"$E2E_DIR"/} (cold build takes minutes; log: ${RUN_DIR#"$E2E_DIR"/}/build-$name.log)"
   local t0=$SECONDS
   if ! (cd "$moddir" && CGO_ENABLED=0 GOFLAGS="-mod=readonly -trimpath -buildvcs=false" \
         go build -ldflags "$ldflags" -o "$out/$([[ $# -eq 1 ]] && bin_name "$1")" "$@") \

@@ -31,7 +31,8 @@ proc_start() {
   [[ -s "$LOGS/$name.log" ]] && mv -f "$LOGS/$name.log" "$LOGS/$name.log.prev"
   log "starting $name"
   printf '%q ' "$bin" "$@" >"$LOGS/$name.cmdline"
-  setsid "$bin" "$@" </dev/null >"$LOGS/$name.log" 2>&1 &
+  # 9>&-: do not leak the e2e/cluster lock fd into the long-lived process.
+  setsid "$bin" "$@" </dev/null >"$LOGS/$name.log" 2>&1 9>&- &
   echo $! >"$PIDS/$name.pid"
   disown $! 2>/dev/null || true
 }
