@@ -88,14 +88,16 @@ proc_stop_all() {
   for name in "$@"; do rm -f "$PIDS/$name.pid"; done
 }
 
-# Processes started from our binary cache whose command line points into our
-# run dir but that have no (valid) pid file: left over from an interrupted run.
+# Server processes started from our binary cache whose command line points
+# into our run dir (left over from an interrupted run, or a lost pid file).
 stragglers() {
   local p exe
   for p in /proc/[0-9]*; do
     exe="$(readlink "$p/exe" 2>/dev/null)" || continue
     exe="${exe% (deleted)}"
     [[ "$exe" == "$BIN_ROOT"/* ]] || continue
+    # Only server components (never a test's kubectl/helm).
+    [[ " ${COMPONENTS[*]} " == *" ${exe##*/} "* ]] || continue
     tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "$RUN_DIR/" || continue
     echo "${p#/proc/}"
   done
