@@ -1,6 +1,6 @@
 //! `kubedrs simulate`: runs a scenario and prints a timeline and a summary (or `--json`, or an HTML report).
 
-use super::metrics::{RunResult, clock};
+use super::metrics::{RunResult, span};
 use super::report;
 use super::run::simulate;
 use super::scenario::Scenario;
@@ -89,12 +89,12 @@ pub fn text(s: &Scenario, r: &RunResult, quiet: bool) -> String {
     }
     let _ = writeln!(
         out,
-        "  {} nodes, {} VMs ({on} on at start), {} in {}s steps, pass every {}s, {}, threshold {}, seed {}",
+        "  {} nodes, {} VMs ({on} on at start), {} in {} steps, pass every {}, {}, threshold {}, seed {}",
         s.nodes.len(),
         s.vms.len(),
-        clock(r.duration_secs as f64),
-        r.step_secs,
-        r.interval_secs,
+        span(r.duration_secs),
+        span(r.step_secs),
+        span(r.interval_secs),
         r.automation,
         r.migration_threshold,
         r.seed
@@ -102,7 +102,7 @@ pub fn text(s: &Scenario, r: &RunResult, quiet: bool) -> String {
     if !quiet {
         let _ = writeln!(out);
         for e in &r.timeline {
-            let _ = writeln!(out, "{}  {:<11} {}", clock(e.t as f64), e.kind, e.text);
+            let _ = writeln!(out, "{}  {:<11} {}", super::metrics::clock(e.t as f64), e.kind, e.text);
         }
     }
     let m = &r.summary;
@@ -110,6 +110,14 @@ pub fn text(s: &Scenario, r: &RunResult, quiet: bool) -> String {
     let reasons: Vec<String> = g.by_reason.iter().map(|(k, v)| format!("{k} {v}")).collect();
     let rows: Vec<(&str, String)> = vec![
         ("demand met", format!("CPU {}   memory {}", pct(m.demand_met.cpu), pct(m.demand_met.memory))),
+        (
+            "  per VM group",
+            m.demand_met_by_group
+                .iter()
+                .map(|(g, d)| format!("{g} {}/{}", pct(d.cpu), pct(d.memory)))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
         (
             "imbalance (engine)",
             format!(

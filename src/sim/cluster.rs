@@ -65,6 +65,7 @@ pub struct SimVm {
     pub status: VmStatus,
     pub host_cpu: Option<HostCpu>,
     pub workload: Workload,
+    pub group: String,
     /// Demand now, absolute (millicores, bytes).
     pub demand: (f64, f64),
     /// Recent demand samples for the smoothed demand the engine sees.
@@ -395,6 +396,7 @@ fn sim_vm(d: &VmDef) -> SimVm {
         status,
         host_cpu: d.host_cpu,
         workload: d.workload.clone(),
+        group: d.group.clone(),
         demand: (0.0, 0.0),
         samples: VecDeque::new(),
     }

@@ -1,62 +1,51 @@
-//! A small table of CPU generations, so that a scenario can say `generation: Haswell` and get the KubeVirt CPU
-//! models (`cpu-model.node.kubevirt.io/<Model>`) and host model that KubeVirt's node-labeller would report on
-//! such a node. Each vendor's generations are listed oldest first; a node supports every model of its own
-//! generation and of the older ones of the same vendor.
+//! CPU generations for scenario files: `generation: Haswell` gives a node the KubeVirt CPU models
+//! (`cpu-model.node.kubevirt.io/<Model>`) and host model that KubeVirt's node-labeller would report on such a
+//! node. The models come from the engine's own model order ([`crate::engine::cpu::models_up_to`]), so the
+//! simulator and the engine agree on what a generation runs; this table only names each generation's newest model.
 
+use crate::engine::cpu::{generation as model_rank, models_up_to};
 use std::collections::BTreeSet;
 
-/// One CPU generation and the KubeVirt model names it adds.
+/// A CPU generation: its newest KubeVirt model, which is also the node's host model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Generation {
     pub name: &'static str,
-    pub vendor: &'static str,
-    /// Models this generation adds to the older ones (libvirt/QEMU names, as KubeVirt labels them).
-    pub models: &'static [&'static str],
-    /// `host-model-cpu.node.kubevirt.io/<Model>` on such a node.
-    pub host_model: &'static str,
+    pub newest: &'static str,
 }
 
-const fn g(
-    name: &'static str,
-    vendor: &'static str,
-    models: &'static [&'static str],
-    host_model: &'static str,
-) -> Generation {
-    Generation { name, vendor, models, host_model }
-}
-
-/// Oldest first within a vendor. TSX is off on most Haswell/Broadwell and later hosts (microcode), hence `-noTSX`.
+/// Oldest first within a vendor. TSX is off on most Haswell and later hosts (microcode), hence `-noTSX`.
 pub const GENERATIONS: &[Generation] = &[
-    g("Nehalem", "Intel", &["Nehalem", "Nehalem-IBRS"], "Nehalem-IBRS"),
-    g("Westmere", "Intel", &["Westmere", "Westmere-IBRS"], "Westmere-IBRS"),
-    g("SandyBridge", "Intel", &["SandyBridge", "SandyBridge-IBRS"], "SandyBridge-IBRS"),
-    g("IvyBridge", "Intel", &["IvyBridge", "IvyBridge-IBRS"], "IvyBridge-IBRS"),
-    g("Haswell", "Intel", &["Haswell-noTSX", "Haswell-noTSX-IBRS"], "Haswell-noTSX-IBRS"),
-    g("Broadwell", "Intel", &["Broadwell-noTSX", "Broadwell-noTSX-IBRS"], "Broadwell-noTSX-IBRS"),
-    g("Skylake", "Intel", &["Skylake-Client-noTSX-IBRS", "Skylake-Server-noTSX-IBRS"], "Skylake-Server-noTSX-IBRS"),
-    g("Cascadelake", "Intel", &["Cascadelake-Server-noTSX"], "Cascadelake-Server-noTSX"),
-    g("Icelake", "Intel", &["Icelake-Server-noTSX"], "Icelake-Server-noTSX"),
-    g("SapphireRapids", "Intel", &["SapphireRapids"], "SapphireRapids"),
-    g("Naples", "AMD", &["Opteron_G1", "Opteron_G2", "Opteron_G3", "EPYC", "EPYC-IBPB"], "EPYC-IBPB"),
-    g("Rome", "AMD", &["EPYC-Rome"], "EPYC-Rome"),
-    g("Milan", "AMD", &["EPYC-Milan"], "EPYC-Milan"),
-    g("Genoa", "AMD", &["EPYC-Genoa"], "EPYC-Genoa"),
+    Generation { name: "Nehalem", newest: "Nehalem-IBRS" },
+    Generation { name: "Westmere", newest: "Westmere-IBRS" },
+    Generation { name: "SandyBridge", newest: "SandyBridge-IBRS" },
+    Generation { name: "IvyBridge", newest: "IvyBridge-IBRS" },
+    Generation { name: "Haswell", newest: "Haswell-noTSX-IBRS" },
+    Generation { name: "Broadwell", newest: "Broadwell-noTSX-IBRS" },
+    Generation { name: "Skylake", newest: "Skylake-Server-noTSX-IBRS" },
+    Generation { name: "Cascadelake", newest: "Cascadelake-Server-noTSX" },
+    Generation { name: "Icelake", newest: "Icelake-Server-noTSX" },
+    Generation { name: "SapphireRapids", newest: "SapphireRapids" },
+    Generation { name: "Naples", newest: "EPYC-IBPB" },
+    Generation { name: "Rome", newest: "EPYC-Rome" },
+    Generation { name: "Milan", newest: "EPYC-Milan" },
+    Generation { name: "Genoa", newest: "EPYC-Genoa" },
 ];
+
+impl Generation {
+    /// `Intel` or `AMD`, as `cpu-vendor.node.kubevirt.io/<Vendor>`.
+    pub fn vendor(&self) -> &'static str {
+        model_rank(self.newest).map_or("Intel", |(vendor, _)| vendor)
+    }
+
+    /// Every model such a node runs: its newest and all older ones of its vendor.
+    pub fn models(&self) -> BTreeSet<String> {
+        models_up_to(self.newest).into_iter().collect()
+    }
+}
 
 /// The generation named `name` (case-insensitive).
 pub fn generation(name: &str) -> Option<&'static Generation> {
     GENERATIONS.iter().find(|g| g.name.eq_ignore_ascii_case(name))
-}
-
-/// Every model a node of `generation` supports: its own and those of the older ones of its vendor.
-pub fn models_up_to(generation: &Generation) -> BTreeSet<String> {
-    GENERATIONS
-        .iter()
-        .filter(|g| g.vendor == generation.vendor)
-        .take_while(|g| g.name != generation.name)
-        .chain(std::iter::once(generation))
-        .flat_map(|g| g.models.iter().map(|m| m.to_string()))
-        .collect()
 }
 
 /// The generation names, for error messages.
@@ -69,15 +58,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_generation_is_known_to_the_engine() {
+        for g in GENERATIONS {
+            assert!(model_rank(g.newest).is_some(), "{}", g.newest);
+        }
+    }
+
+    #[test]
     fn a_newer_node_runs_older_models_of_its_vendor_only() {
-        let skylake = models_up_to(generation("skylake").unwrap());
+        let skylake = generation("skylake").unwrap().models();
         assert!(skylake.contains("Haswell-noTSX"));
         assert!(skylake.contains("Skylake-Server-noTSX-IBRS"));
         assert!(!skylake.contains("Cascadelake-Server-noTSX"));
         assert!(!skylake.contains("EPYC"));
-        let haswell = models_up_to(generation("Haswell").unwrap());
-        assert!(!haswell.contains("Broadwell-noTSX"));
-        assert!(models_up_to(generation("Milan").unwrap()).contains("EPYC-Rome"));
+        assert!(!generation("Haswell").unwrap().models().contains("Broadwell-noTSX"));
+        assert!(generation("Milan").unwrap().models().contains("EPYC-Rome"));
+        assert_eq!(generation("Rome").unwrap().vendor(), "AMD");
         assert!(generation("Pentium").is_none());
     }
 }

@@ -15,6 +15,22 @@ pub fn clock(t: f64) -> String {
     format!("{:02}:{:02}", t / 3600, t % 3600 / 60)
 }
 
+/// A duration in the scenario's own units (`90s`, `5m`, `2h`, `1h30m`).
+pub fn span(s: u64) -> String {
+    let (h, m, sec) = (s / 3600, s % 3600 / 60, s % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out += &format!("{h}h");
+    }
+    if m > 0 {
+        out += &format!("{m}m");
+    }
+    if sec > 0 || out.is_empty() {
+        out += &format!("{sec}s");
+    }
+    out
+}
+
 /// Rounds for compact, stable JSON.
 pub fn r4(x: f64) -> f64 {
     if x.is_finite() { (x * 10_000.0).round() / 10_000.0 } else { 0.0 }
@@ -102,6 +118,8 @@ pub struct MigrationTotals {
 pub struct Summary {
     /// Share of demand served over the run (demand-time), CPU and memory.
     pub demand_met: CpuMem,
+    /// The same per VM group (by its name or prefix).
+    pub demand_met_by_group: BTreeMap<String, CpuMem>,
     /// The engine's imbalance as each balancing pass found it, and its target.
     pub imbalance: Stats,
     pub target_imbalance: Stats,
@@ -125,6 +143,8 @@ pub struct Summary {
     /// VM-minutes spent breaking a Required / Preferred rule.
     pub required_rule_violation_minutes: f64,
     pub preferred_rule_violation_minutes: f64,
+    /// VM-minutes on a node that lacks the VM's CPU model (must stay 0).
+    pub cpu_model_violation_minutes: f64,
     /// VMs still waiting for a node at the end.
     pub pending_at_end: u32,
     pub balancing_passes: u32,
@@ -165,6 +185,8 @@ pub struct StepSeries {
     /// Per step: share of demand served.
     pub cpu_met: Vec<f64>,
     pub memory_met: Vec<f64>,
+    /// Per VM group, per step: share of CPU demand served.
+    pub group_cpu_met: BTreeMap<String, Vec<f64>>,
     pub in_flight: Vec<u32>,
 }
 
@@ -206,10 +228,12 @@ pub struct StepRecorder {
     pub series: StepSeries,
     demand: [f64; 2],
     served: [f64; 2],
+    group_demand: BTreeMap<String, ([f64; 2], [f64; 2])>,
     pub stddev: Vec<f64>,
     pub hottest: Vec<f64>,
     pub required_minutes: f64,
     pub preferred_minutes: f64,
+    pub cpu_model_minutes: f64,
 }
 
 impl StepRecorder {
@@ -257,13 +281,26 @@ impl StepRecorder {
             }
         }
         let (mut dem, mut got) = ([0.0; 2], [0.0; 2]);
+        let mut step_groups: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
         for (i, v) in c.vms.iter().enumerate() {
+            let g = self.group_demand.entry(v.group.clone()).or_default();
+            let sg = step_groups.entry(&v.group).or_default();
             if v.is_on() {
                 dem[0] += v.demand.0;
                 dem[1] += v.demand.1;
                 got[0] += served[i].0;
                 got[1] += served[i].1;
+                g.0[0] += v.demand.0;
+                g.0[1] += v.demand.1;
+                g.1[0] += served[i].0;
+                g.1[1] += served[i].1;
+                sg.0 += v.demand.0;
+                sg.1 += served[i].0;
             }
+        }
+        for (g, (d, got)) in step_groups {
+            let series = s.group_cpu_met.entry(g.to_string()).or_insert_with(|| vec![1.0; k]);
+            series.push(r4(if d > 0.0 { got / d } else { 1.0 }));
         }
         for r in 0..2 {
             self.demand[r] += dem[r];
@@ -275,14 +312,36 @@ impl StepRecorder {
         self.stddev.push(stddev(&counted));
         self.hottest.push(hottest);
         let (req, pref) = rule_violations(c);
-        self.required_minutes += req as f64 * step as f64 / 60.0;
-        self.preferred_minutes += pref as f64 * step as f64 / 60.0;
+        let minutes = step as f64 / 60.0;
+        self.required_minutes += req as f64 * minutes;
+        self.preferred_minutes += pref as f64 * minutes;
+        self.cpu_model_minutes += cpu_model_violations(c) as f64 * minutes;
     }
 
     pub fn demand_met(&self) -> CpuMem {
-        let f = |r: usize| r4(if self.demand[r] > 0.0 { self.served[r] / self.demand[r] } else { 1.0 });
-        CpuMem { cpu: f(0), memory: f(1) }
+        met(&self.demand, &self.served)
     }
+
+    pub fn demand_met_by_group(&self) -> BTreeMap<String, CpuMem> {
+        self.group_demand.iter().map(|(g, (d, s))| (g.clone(), met(d, s))).collect()
+    }
+}
+
+fn met(demand: &[f64; 2], served: &[f64; 2]) -> CpuMem {
+    let f = |r: usize| r4(if demand[r] > 0.0 { served[r] / demand[r] } else { 1.0 });
+    CpuMem { cpu: f(0), memory: f(1) }
+}
+
+/// Running VMs on a node that lacks their CPU model.
+fn cpu_model_violations(c: &Cluster) -> u32 {
+    c.vms
+        .iter()
+        .filter(|v| v.status == VmStatus::Running)
+        .filter(|v| {
+            let node = v.vm.node.as_deref().and_then(|n| c.node(n));
+            node.is_some_and(|i| !v.vm.cpu_requirement.allows(&c.nodes[i].node))
+        })
+        .count() as u32
 }
 
 fn claim(vm: &Vm, r: Resource, demand: f64) -> Claim {

@@ -10,7 +10,7 @@
 use super::cluster::{Cluster, Ended, MaintenanceState, Outcome, VmStatus};
 use super::metrics::{
     MigrationRecord, MigrationTotals, PassRecord, RunResult, Stats, StepRecorder, Summary, TimelineEntry, Timing,
-    clock, r4,
+    clock, r4, span,
 };
 use super::scenario::{EventKind, Scenario, ScenarioError};
 use crate::engine::{self, Automation, Plan};
@@ -145,7 +145,7 @@ impl<'a> Run<'a> {
                     format!(
                         "{n} fails (NotReady): {} down, HA restart in {}",
                         count(down, "VM"),
-                        secs(self.s.ha_restart_delay)
+                        span(self.s.ha_restart_delay)
                     ),
                 );
                 self.ended(ended);
@@ -433,15 +433,15 @@ impl<'a> Run<'a> {
             if rec.deferred > 0 {
                 parts.push(format!("{} deferred", rec.deferred));
             }
-            let head = if kind == PassKind::Balance {
-                format!(
-                    "pass: imbalance {:.3} -> {:.3} (target {:.3}); ",
+            if kind == PassKind::Balance {
+                let head = format!(
+                    "imbalance {:.3} -> {:.3} (target {:.3})",
                     rec.imbalance_before, rec.imbalance_after, rec.target
-                )
+                );
+                self.note(t, "pass", format!("{head}; {}", parts.join("; ")));
             } else {
-                "placement: ".to_string()
-            };
-            self.note(t, "pass", format!("{head}{}", parts.join("; ")));
+                self.note(t, "placement", parts.join("; "));
+            }
         }
         let unplaced: Vec<String> = plan
             .blocked
@@ -502,6 +502,7 @@ impl<'a> Run<'a> {
         let balancing = self.passes.iter().filter(|p| p.kind == "balance").count() as u32;
         let summary = Summary {
             demand_met: self.steps.demand_met(),
+            demand_met_by_group: self.steps.demand_met_by_group(),
             imbalance: Stats::of(&self.imbalance),
             target_imbalance: Stats::of(&self.targets),
             cpu_load_stddev: Stats::of(&self.steps.stddev),
@@ -516,6 +517,7 @@ impl<'a> Run<'a> {
             blocked_vm_passes: self.blocked_vm_passes,
             required_rule_violation_minutes: r4(self.steps.required_minutes),
             preferred_rule_violation_minutes: r4(self.steps.preferred_minutes),
+            cpu_model_violation_minutes: r4(self.steps.cpu_model_minutes),
             pending_at_end: self.c.vms.iter().filter(|v| v.status == VmStatus::Pending).count() as u32,
             balancing_passes: balancing,
             placement_passes: self.passes.len() as u32 - balancing,
@@ -596,14 +598,6 @@ fn names(list: &[String]) -> String {
         list.join(", ")
     } else {
         format!("{}, +{} more", list[..SHOWN].join(", "), list.len() - SHOWN)
-    }
-}
-
-fn secs(s: u64) -> String {
-    match s {
-        s if s % 3600 == 0 && s > 0 => format!("{}h", s / 3600),
-        s if s % 60 == 0 && s > 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
     }
 }
 

@@ -544,6 +544,8 @@ pub struct VmDef {
     pub host_cpu: Option<HostCpu>,
     pub powered_on: bool,
     pub workload: Workload,
+    /// Its group's name or prefix (metrics are also given per group).
+    pub group: String,
     /// Field path of its group, to point errors at it.
     pub origin: String,
 }
@@ -987,9 +989,9 @@ impl Resolver<'_> {
                     format!("unknown CPU generation {wanted:?}; known: {}", cpu::names()),
                 )
             })?;
-            models = cpu::models_up_to(found);
-            vendor = Some(found.vendor.to_string());
-            host_model = host_model.or(Some(found.host_model.to_string()));
+            models = found.models();
+            vendor = Some(found.vendor().to_string());
+            host_model = host_model.or(Some(found.newest.to_string()));
         }
         models.extend(g.cpu_models.iter().cloned());
         let mut nodes = Vec::new();
@@ -1244,6 +1246,7 @@ impl Resolver<'_> {
                 host_cpu,
                 powered_on: g.powered_on.unwrap_or(true),
                 workload,
+                group: g.name.clone().or_else(|| g.prefix.clone()).unwrap_or_default(),
                 origin: field.to_string(),
             });
         }
