@@ -1364,14 +1364,15 @@ impl Resolver<'_> {
     }
 }
 
-/// `dir` if absolute, else the first `<ancestor>/<dir>` from the scenario's folder upwards that is a folder.
+/// `dir` if absolute, else the first `<folder>/<dir>` that is a folder, from the scenario's folder upwards.
 fn find_dir(scenario: &Path, dir: &str) -> Option<PathBuf> {
     let d = Path::new(dir);
     if d.is_absolute() {
         return d.is_dir().then(|| d.to_path_buf());
     }
-    let start = std::fs::canonicalize(scenario).ok()?;
-    start.ancestors().skip(1).map(|a| a.join(d)).find(|p| p.is_dir())
+    let folder = scenario.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let start = std::fs::canonicalize(folder).ok()?;
+    start.ancestors().map(|a| a.join(d)).find(|p| p.is_dir())
 }
 
 /// A short list of names for messages.
