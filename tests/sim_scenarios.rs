@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 fn scenarios() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scenarios");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
+        .expect("examples/scenarios is readable")
+        .map(|e| e.expect("a directory entry").path())
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
         .collect();
     files.sort();
@@ -23,8 +23,8 @@ fn run(name: &str) -> RunResult {
 
 /// The JSON of a run without its wall-clock figures.
 fn deterministic_json(r: &RunResult) -> serde_json::Value {
-    let mut v = serde_json::to_value(r).unwrap();
-    v.as_object_mut().unwrap().remove("timing");
+    let mut v = serde_json::to_value(r).expect("results serialize");
+    v.as_object_mut().expect("an object").remove("timing");
     v
 }
 
@@ -163,4 +163,114 @@ fn the_trace_day_runs_on_real_data() {
     assert_eq!(r.summary.placements, 96);
     assert!(r.summary.hottest_node.max > r.summary.hottest_node.mean, "the traces move");
     assert!(r.summary.ping_pong <= 2, "{}", r.summary.ping_pong);
+}
+
+// Execution semantics of the simulated actuator, on small inline pools.
+
+const HOT: &str = "\
+duration: 1h
+seed: 9
+pool: {automation: AUTOMATION}
+nodes:
+  - {prefix: node, count: 3, cpu: 16, memory: 128Gi, generation: Skylake}
+vms:
+  - {prefix: hot, count: 6, vcpus: 4, memory: 8Gi, node: node-1, workload: {cpu: 90%}}
+  - {prefix: new, count: 2, vcpus: 2, memory: 4Gi, workload: {cpu: 20%}}
+";
+
+fn inline(text: &str) -> RunResult {
+    let s = Scenario::parse(Path::new("inline.yaml"), text).unwrap_or_else(|e| panic!("{e}"));
+    simulate(&s, &mut |_, _| {}).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn fully_automated_executes_balancing() {
+    let r = inline(&HOT.replace("AUTOMATION", "FullyAutomated"));
+    assert!(r.summary.migrations.started > 0);
+    assert_eq!(r.summary.placements, 2);
+}
+
+#[test]
+fn partially_automated_places_but_only_recommends_balancing() {
+    let r = inline(&HOT.replace("AUTOMATION", "PartiallyAutomated"));
+    assert_eq!(r.summary.placements, 2);
+    assert_eq!(r.summary.migrations.started, 0);
+    assert!(r.summary.recommendations > 0);
+}
+
+#[test]
+fn manual_executes_nothing() {
+    let r = inline(&HOT.replace("AUTOMATION", "Manual"));
+    assert_eq!((r.summary.placements, r.summary.migrations.started), (0, 0));
+    assert_eq!(r.summary.pending_at_end, 2);
+    assert!(r.summary.recommendations > 0);
+}
+
+#[test]
+fn a_failed_node_s_vms_restart_elsewhere_after_the_delay() {
+    let text = "\
+duration: 1h
+ha: {restartDelay: 5m}
+nodes:
+  - {prefix: node, count: 3, cpu: 16, memory: 128Gi}
+vms:
+  - {prefix: vm, count: 4, vcpus: 2, memory: 8Gi, node: node-2}
+events:
+  - {at: 10m, action: failNode, node: node-2}
+";
+    let r = inline(text);
+    let kinds: Vec<(u64, &str)> = r.timeline.iter().map(|e| (e.t, e.kind)).collect();
+    assert!(kinds.contains(&(600, "event")), "{:#?}", r.timeline);
+    assert!(kinds.contains(&(900, "ha")), "{:#?}", r.timeline);
+    // Every VM that went down is placed again (balancing may have moved one away from node-2 before).
+    let down: usize =
+        r.timeline.iter().find(|e| e.t == 600).map(|e| e.text.split(' ').nth(3).unwrap().parse().unwrap()).unwrap();
+    assert!(down >= 3);
+    assert_eq!(r.summary.placements as usize, down, "{:#?}", r.timeline);
+    assert_eq!(r.summary.pending_at_end, 0);
+    // Down for 5 minutes of the hour: demand not met meanwhile.
+    assert!(r.summary.demand_met.cpu < 0.97 && r.summary.demand_met.cpu > 0.85, "{:?}", r.summary.demand_met);
+    let node2 = r.steps.nodes.iter().position(|n| n == "node-2").unwrap();
+    assert_eq!(*r.steps.cpu_load[node2].last().unwrap(), Some(0.0));
+}
+
+#[test]
+fn migrations_that_cannot_converge_time_out() {
+    let text = "\
+duration: 1h
+migration: {bandwidth: 256Mi}
+nodes:
+  - {prefix: node, count: 2, cpu: 16, memory: 128Gi}
+vms:
+  - {prefix: busy, count: 2, vcpus: 4, memory: 4Gi, dirtyRate: 512Mi, node: node-1}
+events:
+  - {at: 5m, action: enterMaintenance, node: node-1}
+";
+    let r = inline(text);
+    let m = &r.summary.migrations;
+    assert!(m.timed_out >= 2 && m.completed == 0, "{m:?}");
+    // 150 s per GiB of guest memory, plus the setup time.
+    assert_eq!(r.migrations[0].ended - r.migrations[0].started as f64, 610.0);
+    assert!(r.timeline.iter().any(|e| e.text.contains("did not converge")));
+}
+
+#[test]
+fn chance_failures_follow_the_seed() {
+    let text = "\
+duration: 2h
+seed: 11
+migration: {failureProbability: 30%}
+nodes:
+  - {prefix: node, count: 2, cpu: 16, memory: 128Gi}
+vms:
+  - {prefix: calm, count: 8, vcpus: 2, memory: 4Gi, node: node-1}
+events:
+  - {at: 5m, action: enterMaintenance, node: node-1}
+";
+    let a = inline(text);
+    let m = &a.summary.migrations;
+    assert!(m.failed > 0 && m.completed >= 8, "{m:?}");
+    assert_eq!(deterministic_json(&a), deterministic_json(&inline(text)));
+    let other = inline(&text.replace("seed: 11", "seed: 12"));
+    assert_ne!(deterministic_json(&a)["migrations"], deterministic_json(&other)["migrations"]);
 }

@@ -357,11 +357,11 @@ impl Cluster {
     pub fn restart_due(&mut self, t: u64) -> Vec<String> {
         let mut names = Vec::new();
         for v in &mut self.vms {
-            if let VmStatus::Down { restart_at } = v.status {
-                if restart_at <= t {
-                    v.status = VmStatus::Pending;
-                    names.push(v.vm.name.clone());
-                }
+            if let VmStatus::Down { restart_at } = v.status
+                && restart_at <= t
+            {
+                v.status = VmStatus::Pending;
+                names.push(v.vm.name.clone());
             }
         }
         names

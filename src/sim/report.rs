@@ -44,21 +44,35 @@ struct Bar {
 struct Chart {
     x_max: f64,
     y_max: f64,
+    y_step: f64,
     percent: bool,
     series: Vec<Series>,
     bars: Vec<Bar>,
     bar_width: f64,
-    /// Times of events: a thin vertical line each, numbered as in the event list.
-    markers: Vec<(f64, usize)>,
+    /// Times of events: a thin vertical line each, labelled with their numbers in the event list.
+    markers: Vec<(f64, String)>,
     /// Horizontal reference lines (value, label).
     refs: Vec<(f64, &'static str)>,
 }
 
 impl Chart {
+    /// A chart from 0 to at least `y_max`, rounded up to a tick of 1, 2, 2.5 or 5 times a power of ten
+    /// (whole numbers only when `integer`).
     fn new(x_max: f64, y_max: f64, percent: bool) -> Self {
+        Chart::with_ticks(x_max, y_max, percent, false)
+    }
+
+    fn with_ticks(x_max: f64, y_max: f64, percent: bool, integer: bool) -> Self {
+        let raw = (y_max.max(1e-9)) / 5.0;
+        let mag = 10f64.powf(raw.log10().floor());
+        let mut y_step = [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * mag).find(|st| *st >= raw).unwrap_or(10.0 * mag);
+        if integer {
+            y_step = y_step.ceil().max(1.0);
+        }
         Chart {
             x_max: x_max.max(1.0),
-            y_max,
+            y_max: (y_max / y_step).ceil().max(1.0) * y_step,
+            y_step,
             percent,
             series: vec![],
             bars: vec![],
@@ -78,13 +92,16 @@ impl Chart {
 
     fn fmt_y(&self, v: f64) -> String {
         if self.percent {
-            format!("{:.0}%", v * 100.0)
-        } else if self.y_max < 0.1 {
-            format!("{v:.3}")
-        } else if self.y_max < 10.0 {
+            let p = v * 100.0;
+            if (p - p.round()).abs() < 1e-6 { format!("{p:.0}%") } else { format!("{p:.1}%") }
+        } else if self.y_step >= 1.0 {
+            format!("{v:.0}")
+        } else if self.y_step >= 0.1 {
+            format!("{v:.1}")
+        } else if self.y_step >= 0.01 {
             format!("{v:.2}")
         } else {
-            format!("{v:.0}")
+            format!("{v:.3}")
         }
     }
 
@@ -96,8 +113,9 @@ impl Chart {
             esc(label)
         );
         // Grid and y axis.
-        for i in 0..=4 {
-            let v = self.y_max * i as f64 / 4.0;
+        let ticks = (self.y_max / self.y_step).round() as usize;
+        for i in 0..=ticks {
+            let v = self.y_step * i as f64;
             let y = self.y(v);
             let _ = write!(
                 s,
@@ -241,12 +259,19 @@ pub fn html(r: &RunResult) -> String {
     let x_max = r.duration_secs as f64;
     let times: Vec<f64> = r.steps.t.iter().map(|t| *t as f64).collect();
     let events: Vec<&super::metrics::TimelineEntry> = r.timeline.iter().filter(|e| e.kind == "event").collect();
-    let markers: Vec<(f64, usize)> = events.iter().enumerate().map(|(i, e)| (e.t as f64, i + 1)).collect();
+    // Events at the same time share one marker ("1,2").
+    let mut markers: Vec<(f64, String)> = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        match markers.last_mut() {
+            Some((t, label)) if *t == e.t as f64 => *label += &format!(",{}", i + 1),
+            _ => markers.push((e.t as f64, (i + 1).to_string())),
+        }
+    }
 
     // Per-node load, CPU and memory.
     let load_chart = |loads: &[Vec<Option<f64>>]| {
         let peak = loads.iter().flatten().flatten().fold(1.0f64, |a, b| a.max(*b));
-        let mut c = Chart::new(x_max, (peak * 1.1).max(1.1), true);
+        let mut c = Chart::new(x_max, peak.max(1.0) * 1.05, true);
         c.refs.push((1.0, "capacity"));
         c.markers = markers.clone();
         for (i, (name, series)) in r.steps.nodes.iter().zip(loads).enumerate() {
@@ -296,8 +321,9 @@ pub fn html(r: &RunResult) -> String {
         let color = REASON_COLORS.iter().find(|(k, _)| *k == mig.reason).map_or("#79706e", |(_, c)| *c);
         per_pass.entry(mig.started).or_default().push((1.0, color));
     }
-    let most = per_pass.values().map(|v| v.len()).max().unwrap_or(0).max(4) as f64;
-    let mut migs = Chart::new(x_max, most * 1.1, false);
+    let most =
+        per_pass.values().map(|v| v.len()).chain(r.steps.in_flight.iter().map(|n| *n as usize)).max().unwrap_or(0);
+    let mut migs = Chart::with_ticks(x_max, most.max(4) as f64, false, true);
     migs.markers = markers.clone();
     migs.bar_width = ((W - LEFT - RIGHT) * r.interval_secs as f64 / x_max * 0.7).clamp(1.5, 14.0);
     for (t, mut stack) in per_pass {
@@ -315,7 +341,7 @@ pub fn html(r: &RunResult) -> String {
         r.migrations.iter().filter(|m| m.outcome != "completed").collect();
 
     // Demand met.
-    let mut met = Chart::new(x_max, 1.05, true);
+    let mut met = Chart::new(x_max, 1.0, true);
     met.markers = markers.clone();
     met.refs.push((1.0, "all demand met"));
     met.series.push(Series {
@@ -498,7 +524,7 @@ main{max-width:1120px;margin:0 auto;padding:24px 20px 40px}
 header .brand{color:var(--accent);font-weight:600;letter-spacing:.04em;text-transform:uppercase;font-size:12px}
 h1{margin:4px 0 6px;font-size:28px}h2{margin:0 0 2px;font-size:17px}
 .desc{margin:0 0 6px;max-width:900px}.setup{color:var(--muted);margin:0 0 18px;font-size:13px}
-.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(128px,1fr));gap:10px;margin-bottom:18px}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(118px,1fr));gap:10px;margin-bottom:18px}
 .card{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:10px 12px}
 .card .k{color:var(--muted);font-size:12px}.card .v{font-size:22px;font-weight:600;margin:2px 0}.card .n{color:var(--muted);font-size:12px}
 .chart{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:14px 16px 10px;margin-bottom:14px}

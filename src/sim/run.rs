@@ -108,7 +108,7 @@ impl<'a> Run<'a> {
             }
             self.c.sample_demand(t, s.seed);
             self.maintenance_states(t, None);
-            if t % s.interval == 0 {
+            if t.is_multiple_of(s.interval) {
                 self.pass(t, PassKind::Balance)?;
             } else if self.new_pending {
                 self.pass(t, PassKind::Placement)?;
@@ -166,11 +166,11 @@ impl<'a> Run<'a> {
             EventKind::PowerOn(vms) => {
                 let mut on = Vec::new();
                 for name in vms {
-                    if let Some(i) = self.c.vm(name) {
-                        if self.c.vms[i].status == VmStatus::Off {
-                            self.c.vms[i].status = VmStatus::Pending;
-                            on.push(name.clone());
-                        }
+                    if let Some(i) = self.c.vm(name)
+                        && self.c.vms[i].status == VmStatus::Off
+                    {
+                        self.c.vms[i].status = VmStatus::Pending;
+                        on.push(name.clone());
                     }
                 }
                 self.new_pending |= !on.is_empty();
@@ -480,7 +480,7 @@ impl<'a> Run<'a> {
     fn engine_error(&self, t: u64, index: &[usize], e: engine::InvalidSnapshot) -> ScenarioError {
         let field = translate_field(
             &e.field,
-            |i| index.get(i).map(|&v| self.s.vms.get(v).map(|d| d.origin.clone())).flatten(),
+            |i| index.get(i).and_then(|&v| self.s.vms.get(v).map(|d| d.origin.clone())),
             |i| self.s.node_origins.get(i).cloned(),
         );
         self.s.error_at(
@@ -576,12 +576,11 @@ pub fn translate_field(
         out
     };
     for (prefix, origin) in [("vms[", &vm_origin as &dyn Fn(usize) -> Option<String>), ("nodes[", &node_origin)] {
-        if let Some(rest) = field.strip_prefix(prefix) {
-            if let Some((num, tail)) = rest.split_once(']') {
-                if let Some(o) = num.parse::<usize>().ok().and_then(origin) {
-                    return format!("{o}{}", camel(tail));
-                }
-            }
+        if let Some(rest) = field.strip_prefix(prefix)
+            && let Some((num, tail)) = rest.split_once(']')
+            && let Some(o) = num.parse::<usize>().ok().and_then(origin)
+        {
+            return format!("{o}{}", camel(tail));
         }
     }
     camel(field)

@@ -1043,12 +1043,10 @@ impl Resolver<'_> {
                 }
             }
             PatternSpec::Spikes(s) => {
-                if let Some(every) = s.every {
-                    if every.0 <= s.duration.0 {
-                        return Err(
-                            self.err(&format!("{field}.spikes.every"), "must be longer than the spike's duration")
-                        );
-                    }
+                if let Some(every) = s.every
+                    && every.0 <= s.duration.0
+                {
+                    return Err(self.err(&format!("{field}.spikes.every"), "must be longer than the spike's duration"));
                 }
                 Pattern::Spikes {
                     base: s.base.0,
@@ -1131,13 +1129,13 @@ impl Resolver<'_> {
         let cpu_req = req.cpu.map(|c| c.0).unwrap_or(g.vcpus as u64 * 100);
         let mem_req = req.memory.map(|m| m.0).unwrap_or(g.memory.0);
         for (what, r, l) in [("cpu", cpu_req, lim.cpu.map(|c| c.0)), ("memory", mem_req, lim.memory.map(|m| m.0))] {
-            if let Some(l) = l {
-                if l < r {
-                    return Err(self.err(
-                        &format!("{field}.limits.{what}"),
-                        "is below the request: Kubernetes needs limit >= request",
-                    ));
-                }
+            if let Some(l) = l
+                && l < r
+            {
+                return Err(self.err(
+                    &format!("{field}.limits.{what}"),
+                    "is below the request: Kubernetes needs limit >= request",
+                ));
             }
         }
         let shares = g.shares.unwrap_or_default();
