@@ -152,3 +152,48 @@ fn the_schema_is_structural() {
     }
     walk(&schema(), "");
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// CEL rules, evaluated offline with kube's client-side CEL (the same rules the API server runs).
+// ---------------------------------------------------------------------------------------------------------
+
+fn cel_errors(spec_yaml: &str) -> Vec<String> {
+    let spec: Value = serde_yaml::from_str(spec_yaml).unwrap();
+    let object = serde_json::json!({
+        "apiVersion": "kubedrs.io/v1alpha1", "kind": "HostPool", "metadata": {"name": "p"}, "spec": spec
+    });
+    match kube::core::cel::Validator::new().validate(&schema(), &object, None) {
+        Ok(()) => vec![],
+        Err(errs) => errs.into_iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+#[test]
+fn cel_accepts_the_api_md_example() {
+    let errs = cel_errors(
+        r#"
+nodeSelector: {matchLabels: {kubedrs.io/pool: prod}}
+interval: 5m
+cpuBaseline: Haswell-noTSX
+rules:
+- {name: web-spread, type: VMAntiAffinity, vmSelector: {matchLabels: {app: web}}}
+- {name: db-on-ssd, type: VMNodeAffinity, vmSelector: {matchLabels: {tier: db}}, nodeSelector: {matchLabels: {disk: ssd}}}
+"#,
+    );
+    assert!(errs.is_empty(), "{errs:?}");
+}
+
+#[test]
+fn cel_refuses_what_the_schema_cannot_say() {
+    let cases = [
+        ("interval: 5s", "at least 10s"),
+        ("interval: 25h", "at most 24h"),
+        ("cpuBaseline: host-passthrough", "host-model and host-passthrough"),
+        ("rules: [{name: a, type: VMNodeAffinity, vmSelector: {}}]", "nodeSelector is required"),
+        ("rules: [{name: a, type: VMAffinity, vmSelector: {}, nodeSelector: {}}]", "nodeSelector is required"),
+    ];
+    for (extra, want) in cases {
+        let errs = cel_errors(&format!("nodeSelector: {{}}\n{extra}"));
+        assert!(errs.iter().any(|e| e.contains(want)), "{extra}: want {want:?}, got {errs:?}");
+    }
+}
