@@ -6,5 +6,8 @@
 //! - [`crd`]: the `HostPool` resource, its status and the validation the schema cannot do.
 
 pub mod crd;
+pub mod fixtures;
 pub mod keys;
 pub mod kubevirt;
+pub mod metrics_api;
+pub mod observe;
