@@ -98,3 +98,62 @@ fn the_dashboard_uses_the_documented_metrics() {
         }
     }
 }
+
+#[test]
+fn the_plain_install_carries_the_current_crd() {
+    let docs = documents("manifests/install.yaml");
+    let crd = docs.iter().find(|d| d["kind"] == "CustomResourceDefinition").expect("install.yaml has the CRD");
+    assert!(
+        *crd == serde_json::to_value(HostPool::crd()).unwrap(),
+        "manifests/install.yaml has an old CRD: regenerate it as manifests/README.md says"
+    );
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    for k in ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment"] {
+        assert!(kinds.contains(&k), "install.yaml lacks a {k}");
+    }
+}
+
+/// (apiGroup, resource) -> verbs, as docs/operator.md lists them. Nothing more may be granted.
+const RBAC: &[(&str, &str, &[&str])] = &[
+    ("", "nodes", &["get", "list", "watch", "patch"]),
+    ("", "pods", &["get", "list", "watch"]),
+    ("", "pods/binding", &["create"]),
+    ("", "namespaces", &["get", "list", "watch"]),
+    ("kubevirt.io", "virtualmachines", &["get", "list", "watch", "patch"]),
+    ("kubevirt.io", "virtualmachineinstances", &["get", "list", "watch", "patch"]),
+    ("kubevirt.io", "virtualmachineinstancemigrations", &["get", "list", "watch", "create", "delete"]),
+    ("kubedrs.io", "hostpools", &["get", "list", "watch"]),
+    ("kubedrs.io", "hostpools/status", &["get", "patch"]),
+    ("metrics.k8s.io", "pods", &["get", "list"]),
+    ("metrics.k8s.io", "nodes", &["get", "list"]),
+    ("", "events", &["create", "patch"]),
+    ("events.k8s.io", "events", &["create", "patch"]),
+];
+
+#[test]
+fn the_cluster_role_grants_exactly_what_is_documented() {
+    use std::collections::BTreeSet;
+    let docs = documents("manifests/install.yaml");
+    let role = docs.iter().find(|d| d["kind"] == "ClusterRole").unwrap();
+    let mut granted: BTreeSet<(String, String, String)> = BTreeSet::new();
+    for rule in role["rules"].as_array().unwrap() {
+        let strs = |k: &str| -> Vec<String> {
+            rule[k].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+        };
+        for g in strs("apiGroups") {
+            for r in strs("resources") {
+                for v in strs("verbs") {
+                    assert_ne!(v, "*", "no wildcard verbs");
+                    granted.insert((g.clone(), r.clone(), v));
+                }
+            }
+        }
+    }
+    let wanted: BTreeSet<(String, String, String)> = RBAC
+        .iter()
+        .flat_map(|(g, r, vs)| vs.iter().map(move |v| (g.to_string(), r.to_string(), v.to_string())))
+        .collect();
+    assert_eq!(granted, wanted);
+    let lease_role = docs.iter().find(|d| d["kind"] == "Role").unwrap();
+    assert_eq!(lease_role["rules"][0]["resources"], serde_json::json!(["leases"]));
+}
