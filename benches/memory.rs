@@ -30,7 +30,8 @@ fn main() {
     let me = std::env::current_exe().expect("own path");
     println!("{:>8} {:>8} {:>12} {:>14}", "nodes", "VMs", "peak MiB", "bytes per VM");
     for (nodes, vms) in [(1_000, 20_000), (2_500, 50_000), (5_000, 100_000), (10_000, 200_000)] {
-        let out = Command::new(&me).args(["--child", &nodes.to_string(), &vms.to_string()]).output().expect("child runs");
+        let out =
+            Command::new(&me).args(["--child", &nodes.to_string(), &vms.to_string()]).output().expect("child runs");
         let line = String::from_utf8_lossy(&out.stdout);
         let mut it = line.split_whitespace().skip(1);
         let kib: u64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
