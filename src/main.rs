@@ -12,11 +12,17 @@ struct Cli {
 enum Command {
     /// Run a pool over simulated time with the engine, from a scenario file (no cluster needed).
     Simulate(kubedrs::sim::cli::SimulateArgs),
+    /// Print the CustomResourceDefinitions of kubedrs as YAML (`kubedrs crd | kubectl apply -f -`).
+    Crd,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Simulate(args) => kubedrs::sim::cli::run(args),
+        Command::Crd => {
+            print!("{}", kubedrs::operator::crd::crds_yaml()?);
+            Ok(())
+        }
     }
 }

@@ -246,3 +246,33 @@ fn same_snapshot_same_plan() {
     let snap = hot_pool();
     assert_eq!(engine::plan(&snap).unwrap(), engine::plan(&snap).unwrap());
 }
+
+#[test]
+fn generated_pools_balance_and_evacuate() {
+    let snap = engine::build::generated_pool(50, 1_000, 3);
+    let plan = engine::plan(&snap).unwrap();
+    assert!(plan.moves.iter().all(|m| m.reason == Reason::Balance));
+    assert!(plan.imbalance_after < plan.imbalance_before, "{} -> {}", plan.imbalance_before, plan.imbalance_after);
+
+    let snap = engine::build::evacuation_pool(50, 1_000, 40, 3);
+    let plan = engine::plan(&snap).unwrap();
+    assert_eq!(plan.moves_for(Reason::Maintenance).count(), 40, "{:#?}", plan.blocked);
+}
+
+#[test]
+fn a_fragmented_pool_moves_one_vm_to_make_room_for_a_new_one() {
+    // Two 8 GiB nodes with 4 GiB free each: a 6 GiB VM fits nowhere until one VM moves to the other node.
+    let nodes = vec![Node::test("n1").gib(8), Node::test("n2").gib(8)];
+    let vms = vec![
+        Vm::test("small").on("n1").reserve(0.1, 2.0),
+        Vm::test("mid").on("n1").reserve(0.1, 2.0),
+        Vm::test("other").on("n2").reserve(0.1, 4.0),
+        Vm::test("new").reserve(0.1, 6.0),
+    ];
+    let plan = engine::plan(&Snapshot::test(nodes, vms).threshold(1)).unwrap();
+    assert_eq!(plan.placements.len(), 1, "{plan:#?}");
+    let room: Vec<_> = plan.moves_for(Reason::Placement).collect();
+    assert_eq!(room.len(), 1);
+    assert_eq!(room[0].from, plan.placements[0].node, "the move frees the node the new VM goes to");
+    assert!(room[0].why.contains("makes room"), "{}", room[0].why);
+}

@@ -166,3 +166,89 @@ impl Snapshot {
         self
     }
 }
+
+/// A deterministic pseudo-random sequence (SplitMix64) for generated pools: no dependency, same pool on
+/// every machine.
+pub struct SplitMix(u64);
+
+impl SplitMix {
+    pub fn new(seed: u64) -> Self {
+        SplitMix(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
+/// A generated pool for benchmarks and scale tests: `nodes` nodes of mixed sizes (32 or 64 cores,
+/// 4 GiB per core) and two CPU generations, `vms` VMs of 1-8 vCPUs and 2-32 GiB whose demand is
+/// 10-80% of their size, spread so that the first tenth of the nodes carries about twice its share.
+pub fn generated_pool(nodes: usize, vms: usize, seed: u64) -> Snapshot {
+    let mut rng = SplitMix::new(seed);
+    let ns: Vec<Node> = (0..nodes)
+        .map(|i| {
+            let cores = if rng.below(2) == 0 { 32 } else { 64 };
+            Node::test(&format!("node-{i:05}")).cores(cores).gib(cores * 4).generation(if i % 3 == 0 {
+                "Haswell-noTSX"
+            } else {
+                "Icelake-Server"
+            })
+        })
+        .collect();
+    let hot = (nodes / 10).max(1);
+    let vs: Vec<Vm> = (0..vms)
+        .map(|i| {
+            let vcpus = 1 << rng.below(4);
+            let gib = [2, 4, 8, 16, 32][rng.below(5) as usize];
+            let node = if rng.below(5) == 0 { rng.below(hot as u64) } else { rng.below(nodes as u64) } as usize;
+            let busy = 0.1 + 0.7 * rng.unit();
+            let mut vm = Vm::test(&format!("vm-{i:06}"))
+                .on(&ns[node].name)
+                .vcpus(vcpus as u32)
+                .memory_gib(gib)
+                .demand(vcpus as f64 * busy, gib as f64 * (0.3 + 0.5 * rng.unit()))
+                .reserve(vcpus as f64 / 10.0, gib as f64 / 8.0);
+            vm.dirty_rate_bytes_per_sec = rng.below(64) << 20;
+            vm
+        })
+        .collect();
+    let mut snap = Snapshot::test(ns, vs);
+    snap.pool.concurrency = Concurrency { per_pool: 1000, per_node_outbound: 8, per_node_inbound: Some(8) };
+    snap.pool.max_migrations_per_pass = 64;
+    snap
+}
+
+/// `generated_pool` with one node in maintenance holding `on_node` VMs.
+pub fn evacuation_pool(nodes: usize, vms: usize, on_node: usize, seed: u64) -> Snapshot {
+    let mut snap = generated_pool(nodes, vms, seed);
+    let name = snap.nodes[nodes / 2].name.clone();
+    snap.nodes[nodes / 2].state = NodeState::EnteringMaintenance;
+    snap.vms.retain(|v| v.node.as_deref() != Some(name.as_str()));
+    let mut rng = SplitMix::new(seed ^ 0xABCD);
+    for i in 0..on_node {
+        let vcpus = 1 << rng.below(3);
+        snap.vms.push(
+            Vm::test(&format!("evac-{i:04}"))
+                .on(&name)
+                .vcpus(vcpus)
+                .memory_gib(4)
+                .demand(vcpus as f64 * 0.5, 2.0)
+                .reserve(0.2, 1.0),
+        );
+    }
+    snap
+}

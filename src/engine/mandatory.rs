@@ -239,12 +239,50 @@ pub fn fix_reservations(st: &mut PoolState, found: &mut Findings) {
     }
 }
 
-/// Places every VM that has no node yet, as one batch.
+/// Places every VM that has no node yet, as one batch. A VM blocked only by fragmentation (no node has
+/// room for its reservation, but moving one VM away would make room) gets that move planned first.
 pub fn place_new(st: &mut PoolState, found: &mut Findings) {
     let pending: Vec<usize> = (0..st.vms.len()).filter(|&v| st.origin[v].is_none()).collect();
     if pending.is_empty() {
         return;
     }
-    let outcomes = assign(st, &pending, Reason::Placement, None);
+    let mut outcomes = assign(st, &pending, Reason::Placement, None);
+    for o in outcomes.iter_mut() {
+        if o.result == Err(BlockedReason::NoCapacity)
+            && let Some(h) = make_room(st, o.vm)
+        {
+            st.place(o.vm, h);
+            st.reason[o.vm] = Some(Reason::Placement);
+            o.result = Ok(h);
+        }
+    }
     found.record(st, outcomes, Reason::Placement);
+}
+
+/// Finds a node where moving one VM elsewhere frees room for `v`'s reservation; plans that move and
+/// returns the node. Nodes with the most free reservation are tried first.
+fn make_room(st: &mut PoolState, v: usize) -> Option<usize> {
+    let mut nodes: Vec<usize> = (0..st.nodes.len()).filter(|&h| st.allowed(v, h, false)).collect();
+    let free = |st: &PoolState, h: usize| {
+        let c = st.nodes[h].capacity;
+        c.cpu_millis.saturating_sub(st.node_res[h][0]) + (c.memory_bytes.saturating_sub(st.node_res[h][1]) >> 20)
+    };
+    nodes.sort_by_key(|&h| (std::cmp::Reverse(free(st, h)), h));
+    for h in nodes {
+        let candidates: Vec<usize> =
+            st.node_vms[h].iter().copied().filter(|&u| st.movable(u) && st.reason[u].is_none()).collect();
+        for u in candidates {
+            st.remove(u);
+            if st.reservation_fits(v, h) {
+                let ctx = super::assign::Ctx { exclude: Some(h) };
+                if let Some(to) = super::assign::best_node(st, &ctx, u, false) {
+                    st.place(u, to);
+                    st.reason[u] = Some(Reason::Placement);
+                    return Some(h);
+                }
+            }
+            st.place(u, h);
+        }
+    }
+    None
 }

@@ -141,6 +141,7 @@ fn mandatory_why(st: &PoolState, v: usize, from: usize, reason: Reason) -> Strin
             Some(&r) => format!("required rule {} is broken on node {node}", st.rules[r].rule.name),
             None => format!("a required rule is broken on node {node}"),
         },
-        Reason::Balance | Reason::Placement => String::new(),
+        Reason::Placement => format!("makes room on node {node} for a new VM whose reservation fits nowhere else"),
+        Reason::Balance => String::new(),
     }
 }

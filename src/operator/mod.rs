@@ -1,1 +1,13 @@
 //! The Kubernetes operator: HostPool CRD, KubeVirt types, inventory, actuation, status.
+//!
+//! Pipeline per pool (see `docs/operator.md`): **observe** (reflector stores -> `observe`, a pure function to
+//! an engine snapshot) -> **plan** ([`crate::engine::plan`]) -> **actuate** -> **status**.
+//!
+//! - [`crd`]: the `HostPool` resource, its status and the validation the schema cannot do.
+
+pub mod crd;
+pub mod fixtures;
+pub mod keys;
+pub mod kubevirt;
+pub mod metrics_api;
+pub mod observe;

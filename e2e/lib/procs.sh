@@ -1,0 +1,121 @@
+# shellcheck shell=bash
+# Start/stop/inspect the local processes. Each process has
+#   .run/pids/<name>.pid   its pid
+#   .run/logs/<name>.log   its stdout+stderr
+# A pid only counts as ours if /proc/<pid>/exe is the binary we started
+# (guards against pid reuse after a reboot or a crash).
+
+# Start order; stop runs it backwards.
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok metrics-server)
+
+proc_pid() { # name -> prints pid if that process is alive and ours
+  local f="$PIDS/$1.pid" pid exe
+  [[ -f "$f" ]] || return 1
+  pid="$(cat "$f")"
+  [[ -n "$pid" && -d "/proc/$pid" ]] || return 1
+  exe="$(readlink "/proc/$pid/exe" 2>/dev/null || true)"
+  exe="${exe% (deleted)}"
+  [[ "$exe" == "$BIN_ROOT"/* ]] || return 1
+  echo "$pid"
+}
+
+proc_alive() { proc_pid "$1" >/dev/null; }
+
+# proc_start NAME BINARY ARGS...: start detached (own session), unless running.
+proc_start() {
+  local name="$1" bin="$2"; shift 2
+  if proc_alive "$name"; then return 0; fi
+  mkdir -p "$PIDS" "$LOGS"
+  [[ -x "$bin" ]] || die "missing binary $bin (run: e2e/cluster build)"
+  # Keep the previous log of a crashed run for post-mortems.
+  [[ -s "$LOGS/$name.log" ]] && mv -f "$LOGS/$name.log" "$LOGS/$name.log.prev"
+  log "starting $name"
+  printf '%q ' "$bin" "$@" >"$LOGS/$name.cmdline"
+  # 9>&-: do not leak the e2e/cluster lock fd into the long-lived process.
+  setsid "$bin" "$@" </dev/null >"$LOGS/$name.log" 2>&1 9>&- &
+  echo $! >"$PIDS/$name.pid"
+  disown $! 2>/dev/null || true
+}
+
+# Fail fast with the log tail if a process died while we wait for it.
+proc_expect_alive() {
+  local name="$1"
+  if ! proc_alive "$name"; then
+    log "$name exited; last lines of .run/logs/$name.log:"
+    tail -25 "$LOGS/$name.log" >&2 || true
+    return 1
+  fi
+}
+
+# wait_ready NAME TIMEOUT DESCRIPTION CMD...: poll CMD, failing early if NAME died.
+wait_ready() {
+  local name="$1" timeout="$2" what="$3"; shift 3
+  local start=$SECONDS delay=0.1
+  until "$@" >/dev/null 2>&1; do
+    proc_expect_alive "$name" || die "$name is not running"
+    if (( SECONDS - start >= timeout )); then
+      tail -25 "$LOGS/$name.log" >&2 || true
+      die "timed out after ${timeout}s waiting for $what"
+    fi
+    sleep "$delay"
+    case $delay in 0.1) delay=0.25 ;; 0.25) delay=0.5 ;; *) delay=1 ;; esac
+  done
+}
+
+# proc_stop_all NAME...: SIGTERM all at once, wait up to 10s, then SIGKILL.
+proc_stop_all() {
+  local name pid i alive
+  local -a pids=() names=()
+  for name in "$@"; do
+    if pid="$(proc_pid "$name")"; then
+      kill -TERM "$pid" 2>/dev/null || true
+      pids+=("$pid"); names+=("$name")
+    fi
+  done
+  for ((i = 0; i < 100; i++)); do
+    alive=0
+    for pid in "${pids[@]}"; do [[ -d "/proc/$pid" ]] && alive=1; done
+    ((alive)) || break
+    sleep 0.1
+  done
+  for i in "${!pids[@]}"; do
+    if [[ -d "/proc/${pids[i]}" ]]; then
+      log "${names[i]} (pid ${pids[i]}) ignored SIGTERM for 10s; sending SIGKILL"
+      kill -KILL "${pids[i]}" 2>/dev/null || true
+    fi
+    log "stopped ${names[i]} (pid ${pids[i]})"
+  done
+  for name in "$@"; do rm -f "$PIDS/$name.pid"; done
+}
+
+# Server processes started from our binary cache whose command line points
+# into our run dir (left over from an interrupted run, or a lost pid file).
+stragglers() {
+  local p exe
+  for p in /proc/[0-9]*; do
+    exe="$(readlink "$p/exe" 2>/dev/null)" || continue
+    exe="${exe% (deleted)}"
+    [[ "$exe" == "$BIN_ROOT"/* ]] || continue
+    # Only server components (never a test's kubectl/helm).
+    [[ " ${COMPONENTS[*]} " == *" ${exe##*/} "* ]] || continue
+    tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "$RUN_DIR/" || continue
+    echo "${p#/proc/}"
+  done
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Before starting anything: a listening port that no process of ours holds
+# means another cluster (another checkout?) or service is in the way.
+check_ports_free() {
+  local spec name port
+  for spec in etcd:$ETCD_CLIENT_PORT etcd:$ETCD_PEER_PORT kube-apiserver:$APISERVER_PORT \
+              kube-controller-manager:$KCM_PORT kube-scheduler:$SCHEDULER_PORT kwok:$KWOK_PORT \
+              metrics-server:$METRICS_SERVER_PORT; do
+    name="${spec%%:*}"; port="${spec##*:}"
+    proc_alive "$name" && continue
+    if port_open "$port"; then
+      die "127.0.0.1:$port (for $name) is already in use by another process; stop it (another checkout's e2e/cluster down?) or set the E2E_*_PORT variables (lib/common.sh)"
+    fi
+  done
+}
