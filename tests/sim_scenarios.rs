@@ -274,3 +274,23 @@ events:
     let other = inline(&text.replace("seed: 11", "seed: 12"));
     assert_ne!(deterministic_json(&a)["migrations"], deterministic_json(&other)["migrations"]);
 }
+
+#[test]
+fn bitbrains_traces_drive_cpu_and_memory() {
+    let text = "\
+duration: 6h
+step: 5m
+nodes:
+  - {prefix: node, count: 2, cpu: 32, memory: 128Gi}
+vms:
+  - {prefix: bb, count: 4, vcpus: 4, memory: 8Gi, workload: {cpu: {bitbrains: {first: 1}}, memory: {bitbrains: {first: 1}}}}
+";
+    // Anchored in examples/scenarios so that shared/traces is found above the repository.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scenarios/inline-bitbrains.yaml");
+    let s = Scenario::parse(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    let r = simulate(&s, &mut |_, _| {}).unwrap();
+    let mem: Vec<f64> = r.steps.memory_load.iter().flatten().flatten().copied().collect();
+    assert!(mem.iter().any(|m| *m > 0.0), "memory comes from the trace");
+    let cpu: Vec<f64> = r.steps.cpu_load.iter().flatten().flatten().copied().collect();
+    assert!(cpu.windows(2).any(|w| w[0] != w[1]), "the trace moves");
+}

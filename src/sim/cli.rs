@@ -3,7 +3,7 @@
 use super::metrics::{RunResult, span};
 use super::report;
 use super::run::simulate;
-use super::scenario::Scenario;
+use super::scenario::{Scenario, ScenarioError};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
@@ -30,11 +30,21 @@ pub struct SimulateArgs {
 }
 
 pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
-    let mut scenario = Scenario::load(&args.scenario)?;
-    if let Some(seed) = args.seed {
-        scenario.seed = seed;
-    }
-    let result = run_with_progress(&scenario)?;
+    let loaded = Scenario::load(&args.scenario).and_then(|mut scenario| {
+        if let Some(seed) = args.seed {
+            scenario.seed = seed;
+        }
+        let result = run_with_progress(&scenario)?;
+        Ok((scenario, result))
+    });
+    let (scenario, result) = match loaded {
+        Ok(done) => done,
+        // A scenario error is the user's to fix: print it alone (file:line:column: field: message), no backtrace.
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
     if let Some(path) = &args.report {
         std::fs::write(path, report::html(&result)).with_context(|| format!("writing {}", path.display()))?;
     }
@@ -50,7 +60,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
 }
 
 /// Runs with a progress bar on stderr, shown only if stderr is a terminal and the run lasts over a second.
-fn run_with_progress(s: &Scenario) -> anyhow::Result<RunResult> {
+fn run_with_progress(s: &Scenario) -> Result<RunResult, ScenarioError> {
     let tty = std::io::stderr().is_terminal();
     let bar = ProgressBar::with_draw_target(Some(s.duration / s.step), ProgressDrawTarget::hidden());
     bar.set_style(
@@ -69,7 +79,7 @@ fn run_with_progress(s: &Scenario) -> anyhow::Result<RunResult> {
         bar.set_position(done);
     });
     bar.finish_and_clear();
-    Ok(result?)
+    result
 }
 
 fn pct(x: f64) -> String {
