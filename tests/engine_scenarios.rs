@@ -203,7 +203,13 @@ fn recently_moved_vm_is_not_moved_back_on_noise() {
     snap.history = snap
         .vms
         .iter()
-        .map(|vm| engine::PastMove { vm: vm.name.clone(), from: "n2".into(), to: "n1".into(), at: 9_000 })
+        .map(|vm| engine::PastMove {
+            vm: vm.name.clone(),
+            from: "n2".into(),
+            to: "n1".into(),
+            at: 9_000,
+            succeeded: true,
+        })
         .collect();
     let plan = engine::plan(&snap).unwrap();
     assert!(plan.moves.is_empty(), "within the cooldown: {:#?}", plan.moves);
@@ -275,4 +281,33 @@ fn a_fragmented_pool_moves_one_vm_to_make_room_for_a_new_one() {
     assert_eq!(room.len(), 1);
     assert_eq!(room[0].from, plan.placements[0].node, "the move frees the node the new VM goes to");
     assert!(room[0].why.contains("makes room"), "{}", room[0].why);
+}
+
+#[test]
+fn a_vm_whose_migration_failed_backs_off_and_the_plan_says_when_it_retries() {
+    let mut nodes = four_nodes();
+    nodes[0].state = NodeState::EnteringMaintenance;
+    let mut snap = Snapshot::test(nodes, vec![Vm::test("busy").on("n1"), Vm::test("calm").on("n1")]);
+    snap.now = 10_000;
+    let failed = |at| engine::PastMove { vm: "busy".into(), from: "n1".into(), to: "n2".into(), at, succeeded: false };
+    snap.history = vec![failed(9_900)];
+    let plan = engine::plan(&snap).unwrap();
+    assert_eq!(plan.moves.len(), 1, "only the calm VM moves: {:#?}", plan.moves);
+    assert_eq!(plan.blocked[0].reason, BlockedReason::BackingOff { failures: 1, retry_in_secs: 200 });
+
+    // The backoff doubles with each failure, and ends.
+    snap.history = vec![failed(8_000), failed(9_700)];
+    let plan = engine::plan(&snap).unwrap();
+    assert_eq!(plan.blocked[0].reason, BlockedReason::BackingOff { failures: 2, retry_in_secs: 300 });
+    snap.now = 20_000;
+    assert!(engine::plan(&snap).unwrap().blocked.is_empty());
+}
+
+#[test]
+fn new_vms_without_demand_do_not_herd_on_one_node() {
+    let vms = (0..8).map(|i| Vm::test(&format!("vm{i}")).demand(0.0, 0.0).reserve(0.0, 0.0)).collect();
+    let plan = engine::plan(&Snapshot::test(four_nodes(), vms)).unwrap();
+    for n in ["n1", "n2", "n3", "n4"] {
+        assert_eq!(plan.placements.iter().filter(|p| p.node == n).count(), 2, "{:#?}", plan.placements);
+    }
 }

@@ -308,7 +308,10 @@ fn migrations_in_flight_and_history() {
         .migration(migration("ns/failed", "prod").from("n1").to("n2").phase("Failed").build())
         .snapshot("prod");
     assert_eq!(s.in_flight, [InFlight { vm: "ns/moving".into(), source: "n1".into(), target: "n2".into() }]);
-    assert_eq!(s.history, [PastMove { vm: "ns/moved".into(), from: "n1".into(), to: "n2".into(), at: NOW - 600 }]);
+    assert_eq!(
+        s.history,
+        [PastMove { vm: "ns/moved".into(), from: "n1".into(), to: "n2".into(), at: NOW - 600, succeeded: true }]
+    );
     assert!(!the_vm(&s, "ns/someone-elses").live_migratable, "a migration with no known target yet pins the VM");
     assert!(the_vm(&s, "ns/failed").live_migratable);
 }

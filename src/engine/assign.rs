@@ -101,16 +101,18 @@ fn feasible(st: &PoolState, ctx: &Ctx, v: usize, h: usize, strict: bool) -> bool
 }
 
 pub fn best_node(st: &PoolState, ctx: &Ctx, v: usize, strict: bool) -> Option<usize> {
-    let mut best: Option<(f64, usize)> = None;
+    // Ties (VMs with no demand yet add no load) go to the node with the fewest VMs: no herding.
+    let mut best: Option<(f64, usize, usize)> = None;
     for h in 0..st.nodes.len() {
         if feasible(st, ctx, v, h, strict) {
             let s = score(st, v, h);
-            if best.is_none_or(|(b, _)| s < b) {
-                best = Some((s, h));
+            let n = st.node_vms[h].len();
+            if best.is_none_or(|(b, bn, _)| s < b - 1e-12 || (s <= b + 1e-12 && n < bn)) {
+                best = Some((s, n, h));
             }
         }
     }
-    best.map(|(_, h)| h)
+    best.map(|(_, _, h)| h)
 }
 
 /// Places in order, each VM on its best node; `None` (state restored) if one has no node.

@@ -175,7 +175,8 @@ fn best_from(st: &PoolState, loads: &[f64], s: usize, targets: &[usize]) -> Opti
             }
             // Relieving a node above its capacity always pays; otherwise the move must earn its migration.
             let relieves_overload = loads[s] > 1.0;
-            if !relieves_overload && cost::benefit_secs(loads[s] - loads[t], moved) < risk * migration {
+            let going_back = if st.left_recently[v].contains(&t) { 2.0 } else { 1.0 };
+            if !relieves_overload && cost::benefit_secs(loads[s] - loads[t], moved) < going_back * risk * migration {
                 continue;
             }
             let score = gain - SOFT_PENALTY * (st.soft_breaks(v, t) as f64 - soft_here);

@@ -79,6 +79,9 @@ fn explain(reason: &BlockedReason, wanted: Reason) -> String {
         BlockedReason::SourceNotReady => "its node is not ready, so it cannot be live-migrated".to_string(),
         BlockedReason::InFlight => "it is already migrating".to_string(),
         BlockedReason::NoEligibleNode => "no node of the pool is ready to take VMs".to_string(),
+        BlockedReason::BackingOff { failures, retry_in_secs } => {
+            format!("its last {failures} migration(s) failed; next try in {retry_in_secs} s")
+        }
     };
     format!("{what}: {because}")
 }
@@ -90,6 +93,8 @@ fn movable_or_block(st: &PoolState, found: &mut Findings, vms: Vec<usize>, wante
         let vm = st.vms[v];
         let blocked = if st.in_flight[v] {
             Some(BlockedReason::InFlight)
+        } else if let Some(retry_in_secs) = st.backoff_left(v) {
+            Some(BlockedReason::BackingOff { failures: st.failures_today[v], retry_in_secs })
         } else if vm.automation == VmAutomation::Disabled {
             Some(BlockedReason::AutomationDisabled)
         } else if !vm.live_migratable {

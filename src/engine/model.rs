@@ -442,14 +442,17 @@ pub struct InFlight {
     pub target: String,
 }
 
-/// A move that happened recently (ping-pong and per-day limits).
+/// A migration that ended recently: ping-pong, per-day limits and backoff after failures.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PastMove {
     pub vm: String,
     pub from: String,
     pub to: String,
-    /// Seconds, on the same clock as [`Snapshot::now`].
+    /// When it ended, in seconds on the same clock as [`Snapshot::now`].
     pub at: u64,
+    /// False for a migration that failed or was aborted: the VM stayed on `from`.
+    #[serde(default = "yes")]
+    pub succeeded: bool,
 }
 
 /// Everything the engine needs for one pass over one pool.

@@ -84,6 +84,8 @@ pub enum BlockedReason {
     InFlight,
     /// No node of the pool is ready to take VMs.
     NoEligibleNode,
+    /// Its recent migrations failed: kubedrs waits before trying again (backoff doubles per failure).
+    BackingOff { failures: u32, retry_in_secs: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -64,6 +64,11 @@ pub struct PoolState<'a> {
     /// Moves of each VM in the last 24 hours and when the last one was.
     pub moves_today: Vec<u32>,
     pub last_move_at: Vec<Option<u64>>,
+    /// Failed migrations of each VM in the last 24 hours and when the last one ended.
+    pub failures_today: Vec<u32>,
+    last_failure_at: Vec<Option<u64>>,
+    /// Nodes each VM left in the last 24 hours: going back there must pay twice (no turbulence).
+    pub left_recently: Vec<Vec<usize>>,
     slots: Slots,
 }
 
@@ -112,12 +117,22 @@ impl<'a> PoolState<'a> {
 
         let mut moves_today = vec![0u32; vms.len()];
         let mut last_move_at: Vec<Option<u64>> = vec![None; vms.len()];
+        let mut failures_today = vec![0u32; vms.len()];
+        let mut last_failure_at: Vec<Option<u64>> = vec![None; vms.len()];
+        let mut left_recently: Vec<Vec<usize>> = vec![Vec::new(); vms.len()];
         for past in &snap.history {
-            if let Some(&v) = vm_index.get(past.vm.as_str()) {
-                if snap.now.saturating_sub(past.at) < DAY_SECS {
-                    moves_today[v] += 1;
+            let Some(&v) = vm_index.get(past.vm.as_str()) else { continue };
+            let today = snap.now.saturating_sub(past.at) < DAY_SECS;
+            let latest = |t: Option<u64>| Some(t.map_or(past.at, |t: u64| t.max(past.at)));
+            if past.succeeded {
+                moves_today[v] += u32::from(today);
+                last_move_at[v] = latest(last_move_at[v]);
+                if let (true, Some(&h)) = (today, node_index.get(past.from.as_str())) {
+                    left_recently[v].push(h);
                 }
-                last_move_at[v] = Some(last_move_at[v].map_or(past.at, |t: u64| t.max(past.at)));
+            } else {
+                failures_today[v] += u32::from(today);
+                last_failure_at[v] = latest(last_failure_at[v]);
             }
         }
 
@@ -168,6 +183,9 @@ impl<'a> PoolState<'a> {
             vm_rules,
             moves_today,
             last_move_at,
+            failures_today,
+            last_failure_at,
+            left_recently,
             slots: Slots { pool_left, out_used, in_used },
         };
         for (v, o) in origin.iter().enumerate() {
@@ -351,10 +369,21 @@ impl<'a> PoolState<'a> {
         !self.in_flight[v] && vm.automation != VmAutomation::Disabled && vm.live_migratable
     }
 
+    /// Seconds left before a VM whose migrations failed may be tried again: 5 minutes after the first
+    /// failure, doubling per failure in the last 24 hours, at most 4 hours.
+    pub fn backoff_left(&self, v: usize) -> Option<u64> {
+        let last = self.last_failure_at[v]?;
+        let failures = self.failures_today[v].max(1);
+        let wait = (300u64 << (failures - 1).min(6)).min(4 * 3600);
+        let waited = self.snap.now.saturating_sub(last);
+        wait.checked_sub(waited).filter(|&left| left > 0)
+    }
+
     /// May balancing move this VM now (no ping-pong, per-day limit, not already moved by this plan)?
     pub fn balance_candidate(&self, v: usize) -> bool {
         let p = &self.snap.pool;
-        self.movable(v)
+        self.backoff_left(v).is_none()
+            && self.movable(v)
             && self.reason[v].is_none()
             && self.pos[v].is_some()
             && self.moves_today[v] < p.max_moves_per_vm_per_day

@@ -258,12 +258,20 @@ pub fn observe(cluster: &Cluster, demand: &DemandWindow, now: u64) -> Observatio
                 }
             }
         } else if m.pool() == Some(pool)
-            && m.phase() == super::kubevirt::MigrationPhase::Succeeded
+            && matches!(m.phase(), super::kubevirt::MigrationPhase::Succeeded | super::kubevirt::MigrationPhase::Failed)
             && let (Some(from), Some(to), Some(at)) = (m.source_node(), m.target_node(), m.finished_at())
         {
+            // Failed migrations count too: the engine backs the VM off instead of retrying every pass.
+            let succeeded = m.phase() == super::kubevirt::MigrationPhase::Succeeded;
             let at = secs(at);
             if at >= day_ago {
-                history_of.entry(pool).or_default().push(PastMove { vm, from: from.into(), to: to.into(), at });
+                history_of.entry(pool).or_default().push(PastMove {
+                    vm,
+                    from: from.into(),
+                    to: to.into(),
+                    at,
+                    succeeded,
+                });
             }
         }
     }

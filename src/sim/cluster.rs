@@ -299,16 +299,19 @@ impl Cluster {
         due.sort_by(|a, b| a.ends_at.total_cmp(&b.ends_at).then(a.vm.cmp(&b.vm)));
         let mut ended = Vec::new();
         for m in due {
-            if m.outcome == Outcome::Completed {
-                let v = &mut self.vms[m.vm];
+            let succeeded = m.outcome == Outcome::Completed;
+            let v = &mut self.vms[m.vm];
+            if succeeded {
                 v.vm.node = Some(m.target.clone());
-                self.history.push(PastMove {
-                    vm: v.vm.name.clone(),
-                    from: m.source.clone(),
-                    to: m.target.clone(),
-                    at: m.ends_at.ceil() as u64,
-                });
             }
+            // Failures go to the history too: the engine backs the VM off instead of retrying every pass.
+            self.history.push(PastMove {
+                vm: v.vm.name.clone(),
+                from: m.source.clone(),
+                to: m.target.clone(),
+                at: m.ends_at.ceil() as u64,
+                succeeded,
+            });
             let at = m.ends_at;
             ended.push(Ended { migration: m, at });
         }
