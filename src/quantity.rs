@@ -82,13 +82,13 @@ pub fn memory_bytes(s: &str) -> Result<u64, QuantityError> {
 
 /// Millicores as a Kubernetes quantity (`1500` -> `"1500m"`, `2000` -> `"2"`).
 pub fn format_cpu(millis: u64) -> String {
-    if millis % 1000 == 0 { format!("{}", millis / 1000) } else { format!("{millis}m") }
+    if millis.is_multiple_of(1000) { format!("{}", millis / 1000) } else { format!("{millis}m") }
 }
 
 /// Bytes as the largest exact binary quantity (`4294967296` -> `"4Gi"`).
 pub fn format_memory(bytes: u64) -> String {
     for (suffix, unit) in [("Ti", 1u64 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
-        if bytes >= unit && bytes % unit == 0 {
+        if bytes >= unit && bytes.is_multiple_of(unit) {
             return format!("{}{suffix}", bytes / unit);
         }
     }

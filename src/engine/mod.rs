@@ -1,18 +1,146 @@
 //! The DRS engine: a pure function from a pool [`Snapshot`] to a [`Plan`].
 //!
 //! No I/O, no Kubernetes types, no clocks: the operator and the simulator build snapshots and carry out
-//! plans. A pass runs in the order of the design note (docs/algorithm.md):
-//! validate -> entitlement -> mandatory moves (maintenance, hard rules, reservations) -> placement of new
-//! VMs -> balancing, each step reading and updating one [`state::PoolState`].
+//! plans. A pass runs in the order of the design note (see docs/algorithm.md):
+//!
+//! 1. [`validate`]: refuse a malformed snapshot, naming the field;
+//! 2. [`entitlement`]: each VM's share of the pool (the divvy), inside [`state::PoolState::new`];
+//! 3. [`mandatory`]: evacuate nodes in maintenance, fix broken hard rules and CPU models, fix
+//!    reservations that no longer fit, place new VMs (all through the [`assign`] solver);
+//! 4. [`balance`]: greedy best moves until the imbalance is within the threshold's target;
+//! 5. assemble the plan: moves with reasons and concurrency slots, what is blocked and why, loads,
+//!    the CPU baseline ([`cpu`]).
+//!
+//! Every step iterates in name order and breaks ties by index, so the same snapshot gives the same plan.
 
+pub mod assign;
+pub mod balance;
+pub mod build;
+pub mod cost;
+pub mod cpu;
+pub mod entitlement;
+pub mod mandatory;
 pub mod model;
 pub mod plan;
+pub mod state;
+pub mod validate;
 
 pub use model::*;
 pub use plan::*;
 
+use mandatory::Findings;
+use state::PoolState;
+
 /// Plans one pass over a pool.
 pub fn plan(snapshot: &Snapshot) -> Result<Plan, InvalidSnapshot> {
-    let _ = snapshot;
-    Ok(Plan::default())
+    validate::validate(snapshot)?;
+    let mut st = PoolState::new(snapshot);
+    let imbalance_before = st.imbalance();
+    let mut found = Findings::default();
+    mandatory::evacuate(&mut st, &mut found);
+    mandatory::fix_rules(&mut st, &mut found);
+    mandatory::fix_reservations(&mut st, &mut found);
+    mandatory::place_new(&mut st, &mut found);
+
+    let mut moves = mandatory_moves(&mut st);
+    let (chosen, balance_summary) = balance::balance(&mut st);
+    let bw = snapshot.pool.migration_bandwidth_bytes_per_sec;
+    for c in chosen {
+        let vm = st.vms[c.vm];
+        moves.push(Move {
+            vm: vm.name.clone(),
+            from: st.nodes[c.from].name.clone(),
+            to: st.nodes[c.to].name.clone(),
+            reason: Reason::Balance,
+            goodness: c.goodness,
+            migration_secs: cost::migration_secs(vm.memory_size_bytes, vm.dirty_rate_bytes_per_sec, bw),
+            recommend_only: vm.automation == VmAutomation::Manual,
+            deferred: false,
+            why: format!(
+                "balance: {} at {:.0}% load, {} at {:.0}%; lowers the imbalance by {:.4}",
+                st.nodes[c.from].name,
+                c.load_from * 100.0,
+                st.nodes[c.to].name,
+                c.load_to * 100.0,
+                c.goodness
+            ),
+        });
+    }
+
+    let loads = (0..st.nodes.len())
+        .map(|h| NodeLoad {
+            node: st.nodes[h].name.clone(),
+            cpu: st.node_ent[h][0] / st.cap[h][0],
+            memory: st.node_ent[h][1] / st.cap[h][1],
+            combined: st.load(h),
+            vms: st.node_vms[h].len(),
+            counted: st.counted[h],
+        })
+        .collect();
+    Ok(Plan {
+        placements: found.placements,
+        moves,
+        blocked: found.blocked,
+        rule_notes: found.notes,
+        imbalance_before,
+        imbalance_after: st.imbalance(),
+        target_imbalance: balance::target_imbalance(snapshot.pool.migration_threshold, st.n_counted()),
+        load_spread_after: st.load_spread(),
+        loads,
+        baseline: cpu::baseline_report(&snapshot.pool.cpu_baseline, &snapshot.nodes, &snapshot.vms),
+        weights: st.weights,
+        balance_summary,
+    })
+}
+
+/// Mandatory moves in order (maintenance, rule, reservation; then VM name), taking concurrency slots;
+/// a move without a slot is deferred.
+fn mandatory_moves(st: &mut PoolState) -> Vec<Move> {
+    let mut order: Vec<(Reason, usize)> = (0..st.vms.len())
+        .filter_map(|v| match (st.origin[v], st.pos[v], st.reason[v]) {
+            (Some(o), Some(p), Some(r)) if o != p => Some((r, v)),
+            _ => None,
+        })
+        .collect();
+    order.sort();
+    let bw = st.snap.pool.migration_bandwidth_bytes_per_sec;
+    order
+        .into_iter()
+        .map(|(reason, v)| {
+            let (from, to) = (st.origin[v].unwrap_or_default(), st.pos[v].unwrap_or_default());
+            let vm = st.vms[v];
+            let recommend_only = vm.automation == VmAutomation::Manual;
+            let deferred = !recommend_only && !st.take_slot(from, to);
+            Move {
+                vm: vm.name.clone(),
+                from: st.nodes[from].name.clone(),
+                to: st.nodes[to].name.clone(),
+                reason,
+                goodness: 0.0,
+                migration_secs: cost::migration_secs(vm.memory_size_bytes, vm.dirty_rate_bytes_per_sec, bw),
+                recommend_only,
+                deferred,
+                why: mandatory_why(st, v, from, reason),
+            }
+        })
+        .collect()
+}
+
+fn mandatory_why(st: &PoolState, v: usize, from: usize, reason: Reason) -> String {
+    let node = &st.nodes[from].name;
+    match reason {
+        Reason::Maintenance => format!("node {node} is in maintenance"),
+        Reason::Reservation => format!("reservations on node {node} exceed its capacity"),
+        Reason::Rule if !st.vms[v].cpu_requirement.allows(st.nodes[from]) => {
+            format!(
+                "node {node} cannot run its CPU model {}",
+                cpu::describe(&st.vms[v].cpu_requirement).unwrap_or_default()
+            )
+        }
+        Reason::Rule => match st.vm_rules[v].iter().find(|&&r| st.rules[r].is_hard() && !st.rule_allows(r, v, from)) {
+            Some(&r) => format!("required rule {} is broken on node {node}", st.rules[r].rule.name),
+            None => format!("a required rule is broken on node {node}"),
+        },
+        Reason::Balance | Reason::Placement => String::new(),
+    }
 }

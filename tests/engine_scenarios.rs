@@ -1,0 +1,260 @@
+//! Engine behaviour on small pools that read like sentences.
+
+use kubedrs::engine::{
+    self, BlockedReason, Node, NodeState, Reason, Rule, Selector, Shares, Snapshot, Vm, VmAutomation,
+};
+
+fn four_nodes() -> Vec<Node> {
+    (1..=4).map(|i| Node::test(&format!("n{i}"))).collect()
+}
+
+fn hot_pool() -> Snapshot {
+    // All load on n1: 8 VMs of 3 cores each on a 16-core node.
+    let vms = (0..8).map(|i| Vm::test(&format!("vm{i}")).on("n1").demand(3.0, 2.0)).collect();
+    Snapshot::test(four_nodes(), vms)
+}
+
+#[test]
+fn balancing_spreads_a_hot_node_and_lowers_imbalance() {
+    let plan = engine::plan(&hot_pool()).unwrap();
+    assert!(!plan.moves.is_empty(), "{plan:#?}");
+    assert!(plan.moves.iter().all(|m| m.reason == Reason::Balance && m.from == "n1"));
+    assert!(plan.imbalance_after < plan.imbalance_before, "{} -> {}", plan.imbalance_before, plan.imbalance_after);
+    // Default concurrency: 2 outbound per node, so only two moves start now from n1.
+    assert_eq!(plan.moves.len(), 2, "{:#?}", plan.moves);
+}
+
+#[test]
+fn without_concurrency_limits_balancing_reaches_the_target() {
+    let mut snap = hot_pool();
+    snap.pool.concurrency = engine::Concurrency { per_pool: 100, per_node_outbound: 100, per_node_inbound: None };
+    let plan = engine::plan(&snap).unwrap();
+    assert!(plan.imbalance_after <= plan.target_imbalance, "{plan:#?}");
+    assert!(plan.load_spread_after <= 0.2 + 1e-9, "{}", plan.load_spread_after);
+    // Six of eight VMs leave n1, two land on each other node.
+    assert_eq!(plan.moves.len(), 6, "{:#?}", plan.moves);
+    assert!(plan.loads.iter().all(|l| l.vms == 2), "{:#?}", plan.loads);
+}
+
+#[test]
+fn threshold_one_makes_no_balancing_move() {
+    let plan = engine::plan(&hot_pool().threshold(1)).unwrap();
+    assert!(plan.moves.is_empty());
+}
+
+#[test]
+fn a_balanced_pool_is_left_alone() {
+    let vms = (0..8).map(|i| Vm::test(&format!("vm{i}")).on(&format!("n{}", i % 4 + 1))).collect();
+    let plan = engine::plan(&Snapshot::test(four_nodes(), vms).threshold(5)).unwrap();
+    assert!(plan.moves.is_empty(), "{:#?}", plan.moves);
+}
+
+#[test]
+fn maintenance_gives_every_vm_a_target_off_the_node() {
+    let mut nodes = four_nodes();
+    nodes[0].state = NodeState::EnteringMaintenance;
+    let vms = (0..6).map(|i| Vm::test(&format!("vm{i}")).on("n1")).collect();
+    let plan = engine::plan(&Snapshot::test(nodes, vms)).unwrap();
+    let evac: Vec<_> = plan.moves_for(Reason::Maintenance).collect();
+    assert_eq!(evac.len(), 6);
+    assert!(evac.iter().all(|m| m.from == "n1" && m.to != "n1"));
+    // Concurrency: 2 outbound from n1 start now, the rest wait.
+    assert_eq!(evac.iter().filter(|m| !m.deferred).count(), 2);
+    assert!(plan.blocked.is_empty());
+}
+
+#[test]
+fn maintenance_lists_what_cannot_move_with_the_reason() {
+    let nodes = vec![Node::test("n1").maintenance(), Node::test("n2").gib(8)];
+    let vms = vec![
+        Vm::test("disabled").on("n1").automation(VmAutomation::Disabled),
+        Vm::test("big").on("n1").reserve(1.0, 16.0),
+        Vm::test("pinned").on("n1").model("Icelake-Server"),
+        Vm::test("fine").on("n1"),
+    ];
+    let plan = engine::plan(&Snapshot::test(nodes, vms)).unwrap();
+    let reason = |vm: &str| plan.blocked.iter().find(|b| b.vm == vm).map(|b| b.reason.clone());
+    assert_eq!(reason("disabled"), Some(BlockedReason::AutomationDisabled));
+    assert_eq!(reason("big"), Some(BlockedReason::NoCapacity));
+    assert_eq!(reason("pinned"), Some(BlockedReason::CpuModel { model: "Icelake-Server".into() }));
+    assert_eq!(reason("fine"), None);
+    assert!(plan.moves.iter().any(|m| m.vm == "fine" && m.to == "n2"));
+    assert!(plan.blocked.iter().all(|b| !b.why.is_empty()));
+}
+
+#[test]
+fn anti_affinity_holds_during_evacuation() {
+    let nodes = vec![Node::test("n1").maintenance(), Node::test("n2"), Node::test("n3")];
+    let vms = vec![
+        Vm::test("web1").on("n1").label("app", "web"),
+        Vm::test("web2").on("n2").label("app", "web"),
+        Vm::test("web3").on("n3").label("app", "web"),
+    ];
+    let snap = Snapshot::test(nodes, vms).rule(Rule::anti_affinity("web-spread", Selector::labels(&[("app", "web")])));
+    let plan = engine::plan(&snap).unwrap();
+    assert!(plan.moves.is_empty(), "{:#?}", plan.moves);
+    assert_eq!(plan.blocked.len(), 1);
+    assert_eq!(plan.blocked[0].reason, BlockedReason::Rule { rule: "web-spread".into() });
+}
+
+#[test]
+fn a_broken_anti_affinity_rule_is_fixed_before_balancing() {
+    let vms = vec![Vm::test("a").on("n1").label("app", "web"), Vm::test("b").on("n1").label("app", "web")];
+    let snap =
+        Snapshot::test(four_nodes(), vms).rule(Rule::anti_affinity("spread", Selector::labels(&[("app", "web")])));
+    let plan = engine::plan(&snap).unwrap();
+    let fix: Vec<_> = plan.moves_for(Reason::Rule).collect();
+    assert_eq!(fix.len(), 1, "{:#?}", plan.moves);
+    assert!(fix[0].why.contains("spread"), "{}", fix[0].why);
+}
+
+#[test]
+fn affinity_gathers_a_group_on_one_node() {
+    let vms = vec![
+        Vm::test("a").on("n1").label("app", "db"),
+        Vm::test("b").on("n1").label("app", "db"),
+        Vm::test("c").on("n2").label("app", "db"),
+    ];
+    let snap = Snapshot::test(four_nodes(), vms).rule(Rule::affinity("together", Selector::labels(&[("app", "db")])));
+    let plan = engine::plan(&snap).unwrap();
+    let fix: Vec<_> = plan.moves_for(Reason::Rule).collect();
+    assert_eq!(fix.len(), 1);
+    assert_eq!((fix[0].vm.as_str(), fix[0].to.as_str()), ("c", "n1"));
+    // Balancing never splits the group again.
+    assert!(plan.moves.iter().all(|m| m.reason == Reason::Rule));
+}
+
+#[test]
+fn required_vm_node_rule_moves_a_vm_to_a_matching_node() {
+    let nodes = vec![Node::test("n1"), Node::test("n2").label("disk", "ssd")];
+    let vms = vec![Vm::test("db").on("n1").label("tier", "db")];
+    let snap = Snapshot::test(nodes, vms).rule(Rule::vm_node(
+        "db-on-ssd",
+        Selector::labels(&[("tier", "db")]),
+        Selector::labels(&[("disk", "ssd")]),
+    ));
+    let plan = engine::plan(&snap).unwrap();
+    assert_eq!(plan.moves.len(), 1);
+    assert_eq!(plan.moves[0].to, "n2");
+    assert_eq!(plan.moves[0].reason, Reason::Rule);
+}
+
+#[test]
+fn preferred_rule_is_relaxed_when_it_cannot_hold_and_the_plan_says_so() {
+    let nodes = vec![Node::test("n1"), Node::test("n2").label("disk", "ssd").gib(2)];
+    let vms = vec![Vm::test("db").label("tier", "db").reserve(0.5, 4.0)];
+    let snap = Snapshot::test(nodes, vms).rule(
+        Rule::vm_node("db-on-ssd", Selector::labels(&[("tier", "db")]), Selector::labels(&[("disk", "ssd")]))
+            .preferred(),
+    );
+    let plan = engine::plan(&snap).unwrap();
+    assert_eq!(plan.placements.len(), 1);
+    assert_eq!(plan.placements[0].node, "n1");
+    assert_eq!(plan.rule_notes.len(), 1);
+    assert_eq!(plan.rule_notes[0].rule, "db-on-ssd");
+}
+
+#[test]
+fn placement_respects_cpu_model_and_reports_the_pinned_vm() {
+    let nodes = vec![Node::test("old").generation("Haswell-noTSX"), Node::test("new").generation("Icelake-Server")];
+    let vms = vec![Vm::test("modern").model("Icelake-Server")];
+    let plan = engine::plan(&Snapshot::test(nodes, vms)).unwrap();
+    assert_eq!(plan.placements[0].node, "new");
+    assert_eq!(plan.baseline.model.as_deref(), Some("Haswell-noTSX"));
+    assert_eq!(plan.baseline.pinned.len(), 1);
+}
+
+#[test]
+fn batch_placement_spreads_new_vms() {
+    let vms = (0..8).map(|i| Vm::test(&format!("vm{i}"))).collect();
+    let plan = engine::plan(&Snapshot::test(four_nodes(), vms)).unwrap();
+    assert_eq!(plan.placements.len(), 8);
+    for n in ["n1", "n2", "n3", "n4"] {
+        assert_eq!(plan.placements.iter().filter(|p| p.node == n).count(), 2, "{:#?}", plan.placements);
+    }
+}
+
+#[test]
+fn placement_that_does_not_fit_is_blocked_not_overcommitted() {
+    let vms = vec![Vm::test("huge").reserve(1.0, 100.0)];
+    let plan = engine::plan(&Snapshot::test(four_nodes(), vms)).unwrap();
+    assert!(plan.placements.is_empty());
+    assert_eq!(plan.blocked[0].reason, BlockedReason::NoCapacity);
+    assert_eq!(plan.blocked[0].wanted, Reason::Placement);
+}
+
+#[test]
+fn shares_decide_entitlement_under_contention() {
+    // One 16-core node, two VMs each wanting 16 cores: high shares get twice as much.
+    let vms = vec![
+        Vm::test("hi").on("n1").vcpus(16).demand(16.0, 1.0).cpu_shares(Shares::High),
+        Vm::test("lo").on("n1").vcpus(16).demand(16.0, 1.0),
+    ];
+    let snap = Snapshot::test(vec![Node::test("n1")], vms);
+    let plan = engine::plan(&snap).unwrap();
+    // The pool is one node: its CPU load is exactly full whatever the split.
+    assert!((plan.loads[0].cpu - 1.0).abs() < 1e-9);
+}
+
+#[test]
+fn recently_moved_vm_is_not_moved_back_on_noise() {
+    let mut snap = hot_pool();
+    snap.now = 10_000;
+    snap.history = snap
+        .vms
+        .iter()
+        .map(|vm| engine::PastMove { vm: vm.name.clone(), from: "n2".into(), to: "n1".into(), at: 9_000 })
+        .collect();
+    let plan = engine::plan(&snap).unwrap();
+    assert!(plan.moves.is_empty(), "within the cooldown: {:#?}", plan.moves);
+}
+
+#[test]
+fn manual_vm_moves_are_recommendations_only() {
+    let mut snap = hot_pool();
+    for vm in &mut snap.vms {
+        vm.automation = VmAutomation::Manual;
+    }
+    let plan = engine::plan(&snap).unwrap();
+    assert!(!plan.moves.is_empty());
+    assert!(plan.moves.iter().all(|m| m.recommend_only));
+}
+
+#[test]
+fn bad_snapshots_are_refused_naming_the_field() {
+    let mut snap = hot_pool();
+    snap.vms[1].node = Some("nowhere".into());
+    let e = engine::plan(&snap).unwrap_err();
+    assert_eq!(e.field, "vms[1].node");
+    assert!(e.message.contains("nowhere"));
+
+    let mut snap = hot_pool();
+    snap.vms[2].name = "vm0".into();
+    assert_eq!(engine::plan(&snap).unwrap_err().field, "vms[2].name");
+
+    let e = engine::plan(&hot_pool().threshold(9)).unwrap_err();
+    assert_eq!(e.field, "pool.migration_threshold");
+    assert!(e.message.contains("1") && e.message.contains("5"));
+
+    let mut snap = hot_pool();
+    snap.nodes[3].capacity.cpu_millis = 0;
+    assert_eq!(engine::plan(&snap).unwrap_err().field, "nodes[3].capacity.cpu_millis");
+}
+
+#[test]
+fn same_snapshot_same_plan() {
+    let snap = hot_pool();
+    assert_eq!(engine::plan(&snap).unwrap(), engine::plan(&snap).unwrap());
+}
+
+#[test]
+fn generated_pools_balance_and_evacuate() {
+    let snap = engine::build::generated_pool(50, 1_000, 3);
+    let plan = engine::plan(&snap).unwrap();
+    assert!(plan.moves.iter().all(|m| m.reason == Reason::Balance));
+    assert!(plan.imbalance_after < plan.imbalance_before, "{} -> {}", plan.imbalance_before, plan.imbalance_after);
+
+    let snap = engine::build::evacuation_pool(50, 1_000, 40, 3);
+    let plan = engine::plan(&snap).unwrap();
+    assert_eq!(plan.moves_for(Reason::Maintenance).count(), 40, "{:#?}", plan.blocked);
+}
