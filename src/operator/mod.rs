@@ -6,3 +6,5 @@
 //! - [`crd`]: the `HostPool` resource, its status and the validation the schema cannot do.
 
 pub mod crd;
+pub mod keys;
+pub mod kubevirt;
