@@ -5,6 +5,11 @@
 //!
 //! - [`crd`]: the `HostPool` resource, its status and the validation the schema cannot do.
 
+pub mod actuate;
 pub mod crd;
+pub mod events;
 pub mod keys;
 pub mod kubevirt;
+pub mod maintenance;
+pub mod migrations;
+pub mod status;
