@@ -164,6 +164,25 @@ pub struct HostPoolSpec {
     pub paused: bool,
 }
 
+/// The defaults of the CRD, with an empty node selector (which matches every node).
+impl Default for HostPoolSpec {
+    fn default() -> Self {
+        HostPoolSpec {
+            node_selector: LabelSelector::default(),
+            automation: AutomationLevel::default(),
+            migration_threshold: default_migration_threshold(),
+            interval: default_interval(),
+            concurrency: ConcurrencySpec::default(),
+            cpu_baseline: default_cpu_baseline(),
+            maintenance: MaintenanceSpec::default(),
+            rules: Vec::new(),
+            max_migrations_per_pass: default_max_migrations_per_pass(),
+            max_moves_per_vm_per_day: default_max_moves_per_vm_per_day(),
+            paused: false,
+        }
+    }
+}
+
 fn default_migration_threshold() -> u8 {
     3
 }
@@ -877,6 +896,7 @@ mod tests {
         assert_eq!(s.max_migrations_per_pass, 16);
         assert_eq!(s.max_moves_per_vm_per_day, 6);
         assert!(!s.paused);
+        assert_eq!(spec("nodeSelector: {}"), HostPoolSpec::default(), "Default matches the serde defaults");
         let cfg = s.validate("prod").unwrap();
         assert_eq!(cfg.interval, Duration::from_secs(300));
         assert_eq!(cfg.settings.name, "prod");

@@ -8,8 +8,11 @@
 pub mod actuate;
 pub mod crd;
 pub mod events;
+pub mod fixtures;
 pub mod keys;
 pub mod kubevirt;
 pub mod maintenance;
+pub mod metrics_api;
 pub mod migrations;
+pub mod observe;
 pub mod status;
