@@ -28,11 +28,26 @@ use crate::operator::migrations::{BackoffPolicy, Ledger, MigrationRecord};
 /// What an Event is about.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Target {
-    Vmi { namespace: String, name: String },
-    Pod { namespace: String, name: String },
+    /// A VirtualMachine.
+    Vm {
+        namespace: String,
+        name: String,
+    },
+    /// A VirtualMachineInstance.
+    Vmi {
+        namespace: String,
+        name: String,
+    },
+    Pod {
+        namespace: String,
+        name: String,
+    },
     Node(String),
     Pool(String),
-    Migration { namespace: String, name: String },
+    Migration {
+        namespace: String,
+        name: String,
+    },
 }
 
 impl Target {
@@ -143,6 +158,9 @@ pub struct PassInput<'a> {
     pub plan: &'a Plan,
     pub ledger: &'a Ledger,
     pub pending_pods: &'a [PendingPod],
+    /// Balancing runs once per `interval`; passes triggered by changes in between only execute mandatory
+    /// moves and placements (executable balancing moves are held).
+    pub balance_due: bool,
     pub backoff: BackoffPolicy,
     /// Finished migrations to keep beyond the 24 h history.
     pub keep_finished: usize,
@@ -220,6 +238,10 @@ pub fn decide(input: &PassInput<'_>) -> Decision {
         }
         if !level_executes(input.automation, m.reason) {
             recommend(&mut d, format!("automation {:?} only recommends this; {}", input.automation, m.why));
+            continue;
+        }
+        if m.reason == Reason::Balance && !input.balance_due {
+            d.held.push(Held { vm: m.vm.clone(), why: "balancing runs once per interval".into() });
             continue;
         }
         if input.ledger.migrating.contains(&m.vm) {
@@ -509,6 +531,7 @@ mod tests {
         paused: bool,
         dry_run: bool,
         concurrency: Concurrency,
+        balance_due: bool,
         now: i64,
     }
 
@@ -523,6 +546,7 @@ mod tests {
                 paused: false,
                 dry_run: false,
                 concurrency: Concurrency::default(),
+                balance_due: true,
                 now: 10_000,
             }
         }
@@ -537,6 +561,7 @@ mod tests {
                 plan: &self.plan,
                 ledger: &self.ledger,
                 pending_pods: &self.pods,
+                balance_due: self.balance_due,
                 backoff: BackoffPolicy::default(),
                 keep_finished: 10,
                 now: self.now,
@@ -703,6 +728,15 @@ mod tests {
         assert!(d.actions.iter().any(|a| matches!(a, Action::Event(e) if e.reason == "BackingOff")));
         c.now = 9_990 + 61;
         assert_eq!(created(&c.decide()), vec!["ns/a->n2", "ns/b->n4"]);
+    }
+
+    #[test]
+    fn passes_between_intervals_execute_only_mandatory_moves() {
+        let mut c = two_moves();
+        c.balance_due = false;
+        let d = c.decide();
+        assert_eq!(created(&d), vec!["ns/a->n2"]);
+        assert!(d.held.iter().any(|h| h.vm == "ns/b" && h.why.contains("once per interval")));
     }
 
     #[test]

@@ -51,6 +51,7 @@ impl EventMemo {
 /// `kubectl describe` list the event for that very object).
 pub fn reference(target: &Target, uid: Option<String>) -> ObjectReference {
     let (api_version, kind, namespace, name) = match target {
+        Target::Vm { namespace, name } => ("kubevirt.io/v1", "VirtualMachine", Some(namespace), name),
         Target::Vmi { namespace, name } => ("kubevirt.io/v1", "VirtualMachineInstance", Some(namespace), name),
         Target::Pod { namespace, name } => ("v1", "Pod", Some(namespace), name),
         Target::Node(name) => ("v1", "Node", None, name),
