@@ -12,6 +12,10 @@ struct Cli {
 enum Command {
     /// Run a pool over simulated time with the engine, from a scenario file (no cluster needed).
     Simulate(kubedrs::sim::cli::SimulateArgs),
+    /// Run the operator (reflectors, leader election, per-pool passes, metrics, optional webhook).
+    Run(kubedrs::operator::run::RunArgs),
+    /// Dry run against a live cluster: print the plan of each pool (nothing is written).
+    Plan(kubedrs::operator::plan_cli::PlanArgs),
     /// Print the CustomResourceDefinitions of kubedrs as YAML (`kubedrs crd | kubectl apply -f -`).
     Crd,
 }
@@ -20,6 +24,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Simulate(args) => kubedrs::sim::cli::run(args),
+        Command::Run(args) => kubedrs::operator::run::run(args),
+        Command::Plan(args) => kubedrs::operator::plan_cli::run(args),
         Command::Crd => {
             print!("{}", kubedrs::operator::crd::crds_yaml()?);
             Ok(())
