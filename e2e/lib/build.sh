@@ -15,6 +15,9 @@ bin_name() {
 
 go_build() { # name outdir moddir ldflags pkg...
   local name="$1" out="$2" moddir="$3" ldflags="$4"; shift 4
+  if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
+    export PATH="/usr/local/go/bin:$PATH"   # non-login shells may lack it
+  fi
   command -v go >/dev/null 2>&1 || die "go toolchain not found (need Go >= 1.26)"
   local stamp
   stamp="$( { cat "$moddir/go.mod" "$moddir/go.sum"; echo "$ldflags $*"; go env GOVERSION; } | sha256sum | cut -c1-16)"
