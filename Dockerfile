@@ -14,4 +14,4 @@ FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /usr/local/bin/kubedrs /usr/local/bin/kubedrs
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/kubedrs"]
-CMD ["operator"]
+CMD ["run"]
