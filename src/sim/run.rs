@@ -1,7 +1,7 @@
 //! The run: simulated time in steps, and at each step, in this order:
 //! events due -> migrations that end -> HA restarts due -> demand sampled -> maintenance states -> a pass of the
-//! engine (every `interval`; between passes only when new VMs wait for a node, and then only placements are
-//! acted on) -> the step's metrics.
+//! engine (every `interval`; between them when new VMs wait for a node or a migration ended while mandatory
+//! moves waited for a slot, and then only placements and mandatory moves are acted on) -> the step's metrics.
 //!
 //! This module is the simulated actuator: it owns the automation levels and the concurrency limits, as the
 //! operator's actuate step does (the engine's plan is input, never trusted blindly: an entry that no longer
@@ -53,6 +53,8 @@ struct Run<'a> {
     targets: Vec<f64>,
     /// VMs became pending since the last pass: run a placement pass.
     new_pending: bool,
+    /// The last pass left mandatory moves (maintenance, rules) waiting for a slot.
+    mandatory_waiting: bool,
 }
 
 impl<'a> Run<'a> {
@@ -78,6 +80,7 @@ impl<'a> Run<'a> {
             imbalance: Vec::new(),
             targets: Vec::new(),
             new_pending,
+            mandatory_waiting: false,
         }
     }
 
@@ -96,6 +99,9 @@ impl<'a> Run<'a> {
                 next_event += 1;
             }
             let ended = self.c.finish_migrations(t);
+            // A finished migration frees a slot: like the operator, plan again at once when mandatory
+            // moves were waiting for one, instead of at the next interval.
+            let slot_freed = !ended.is_empty() && self.mandatory_waiting;
             self.ended(ended);
             let restarted = self.c.restart_due(t);
             if !restarted.is_empty() {
@@ -110,7 +116,7 @@ impl<'a> Run<'a> {
             self.maintenance_states(t, None);
             if t.is_multiple_of(s.interval) {
                 self.pass(t, PassKind::Balance)?;
-            } else if self.new_pending {
+            } else if self.new_pending || slot_freed {
                 self.pass(t, PassKind::Placement)?;
             }
             self.steps.record(&self.c, t, s.step);
@@ -368,10 +374,11 @@ impl<'a> Run<'a> {
         }
         self.placements += placed.len() as u32;
 
-        // Moves: only at balancing passes.
+        // Moves: all at balancing passes; between them only mandatory ones (as the operator does).
         let mut started: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
-        if kind == PassKind::Balance {
-            for m in &plan.moves {
+        let mut mandatory_deferred = false;
+        {
+            for m in plan.moves.iter().filter(|m| kind == PassKind::Balance || m.reason.is_mandatory()) {
                 let policy_allows = match automation {
                     Automation::Manual => false,
                     Automation::PartiallyAutomated => m.reason.is_mandatory(),
@@ -383,6 +390,7 @@ impl<'a> Run<'a> {
                 }
                 if m.deferred {
                     rec.deferred += 1;
+                    mandatory_deferred |= m.reason.is_mandatory();
                     continue;
                 }
                 let Some(i) = self.c.vm(&m.vm) else {
@@ -406,6 +414,7 @@ impl<'a> Run<'a> {
                 }
                 if !self.slot_free(&m.from, &m.to) {
                     rec.deferred += 1;
+                    mandatory_deferred |= m.reason.is_mandatory();
                     continue;
                 }
                 let mig = self.c.start_migration(i, &m.to, m.reason, t);
@@ -416,6 +425,7 @@ impl<'a> Run<'a> {
                 *self.totals.by_reason.entry(m.reason.as_str().to_string()).or_default() += 1;
             }
         }
+        self.mandatory_waiting = mandatory_deferred;
         self.totals.max_in_flight = self.totals.max_in_flight.max(self.c.migrations.len() as u32);
 
         // One timeline line per pass that did something, or that found the pool out of balance.
@@ -440,7 +450,7 @@ impl<'a> Run<'a> {
                 );
                 self.note(t, "pass", format!("{head}; {}", parts.join("; ")));
             } else {
-                self.note(t, "placement", parts.join("; "));
+                self.note(t, if placed.is_empty() { "pass" } else { "placement" }, parts.join("; "));
             }
         }
         let unplaced: Vec<String> = plan
