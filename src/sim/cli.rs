@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 /// Arguments of `kubedrs simulate`.
 #[derive(Debug, clap::Args)]
 pub struct SimulateArgs {
-    /// Scenario file (YAML), e.g. examples/scenarios/balanced-start.yaml.
-    pub scenario: PathBuf,
+    /// Scenario file (YAML), e.g. examples/scenarios/load-spike.yaml. Without one, the embedded default
+    /// runs: examples/scenarios/maintenance.yaml (a node enters maintenance, empties, returns).
+    pub scenario: Option<PathBuf>,
     /// Print the results as JSON (summary, passes, per-step series, timeline) instead of text.
     #[arg(long)]
     pub json: bool,
@@ -29,8 +30,17 @@ pub struct SimulateArgs {
     pub quiet: bool,
 }
 
+/// The scenario `kubedrs simulate` runs when given none.
+const DEFAULT_SCENARIO: &str = include_str!("../../examples/scenarios/maintenance.yaml");
+
 pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
-    let loaded = Scenario::load(&args.scenario).and_then(|mut scenario| {
+    let scenario = match &args.scenario {
+        Some(path) => Scenario::load(path),
+        None => {
+            Scenario::parse(std::path::Path::new("(embedded) examples/scenarios/maintenance.yaml"), DEFAULT_SCENARIO)
+        }
+    };
+    let loaded = scenario.and_then(|mut scenario| {
         if let Some(seed) = args.seed {
             scenario.seed = seed;
         }
