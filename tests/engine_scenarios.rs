@@ -311,3 +311,33 @@ fn new_vms_without_demand_do_not_herd_on_one_node() {
         assert_eq!(plan.placements.iter().filter(|p| p.node == n).count(), 2, "{:#?}", plan.placements);
     }
 }
+
+#[test]
+fn a_batch_is_placed_better_than_one_by_one() {
+    // Two 8 GiB nodes; VMs of 2, 2, 4, 4, 4 GiB arrive in that order.
+    let nodes = || vec![Node::test("n1").gib(8), Node::test("n2").gib(8)];
+    let sizes = [2.0, 2.0, 4.0, 4.0, 4.0];
+    let vm = |i: usize| Vm::test(&format!("vm{i}")).reserve(0.1, sizes[i]).demand(0.5, sizes[i]);
+
+    // One by one, each placed where it balances the pool best: the last one fits only after a migration
+    // makes room for it.
+    let mut placed: Vec<Vm> = Vec::new();
+    let mut migrations = 0;
+    for i in 0..sizes.len() {
+        let mut vms = placed.clone();
+        vms.push(vm(i));
+        let plan = engine::plan(&Snapshot::test(nodes(), vms).threshold(1)).unwrap();
+        let p = plan.placements.first().expect("placed");
+        migrations += plan.moves.len();
+        for m in &plan.moves {
+            placed.iter_mut().filter(|v| v.name == m.vm).for_each(|v| v.node = Some(m.to.clone()));
+        }
+        placed.push(vm(i).on(&p.node));
+    }
+    assert_eq!(migrations, 1, "one by one needs a migration to make room");
+
+    // Together: biggest first, all five fit with no migration.
+    let plan = engine::plan(&Snapshot::test(nodes(), (0..sizes.len()).map(vm).collect()).threshold(1)).unwrap();
+    assert_eq!(plan.placements.len(), 5, "{:#?}", plan.blocked);
+    assert!(plan.moves.is_empty());
+}
