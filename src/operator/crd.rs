@@ -346,7 +346,8 @@ pub struct HostPoolStatus {
     /// VMs in the pool (running or waiting for placement).
     #[serde(default)]
     pub vms: u32,
-    /// Standard deviation of the nodes' normalized entitlement, after the last plan.
+    /// Standard deviation of the nodes' normalized entitlement as the pool is now (before the moves of the last
+    /// pass take effect).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imbalance: Option<f64>,
     /// The imbalance the migration threshold tolerates for this many nodes.
