@@ -89,6 +89,26 @@ fn water_level(claims: &[Claim], capacity: f64) -> f64 {
     level
 }
 
+/// What a node actually delivers to its VMs (the simulator's measure of demand met): the divvy where a
+/// reservation is a floor only up to demand (a VM never gets more than it uses), and reservations beyond
+/// capacity (memory held on both ends of a migration) are scaled down: a node never delivers more than it has.
+pub fn deliver(claims: &[Claim], capacity: f64) -> Vec<f64> {
+    let capacity = capacity.max(0.0);
+    let used: Vec<Claim> = claims
+        .iter()
+        .map(|c| {
+            let want = c.demand.min(c.limit).max(0.0);
+            Claim { reservation: c.reservation.clamp(0.0, want), limit: want, demand: want, shares: c.shares }
+        })
+        .collect();
+    let floor: f64 = used.iter().map(Claim::lower).sum();
+    if floor > capacity {
+        let k = if floor > 0.0 { capacity / floor } else { 0.0 };
+        return used.iter().map(|c| c.lower() * k).collect();
+    }
+    divvy(&used, capacity)
+}
+
 /// Entitlement of every VM, per resource, for the pool as one big node of `capacity`.
 pub fn pool_entitlements(vms: &[&Vm], capacity: [f64; 2]) -> Vec<[f64; 2]> {
     let mut out = vec![[0.0; 2]; vms.len()];

@@ -3,6 +3,8 @@
 //! capacity goes by weighted max-min fairness in proportion to shares (water-filling): what a VM does not want
 //! goes back to the others. A node never delivers more than its capacity.
 
+use crate::engine::entitlement;
+
 /// One VM's claim on one resource of a node.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Claim {
@@ -12,35 +14,19 @@ pub struct Claim {
     pub demand: f64,
 }
 
-/// Amounts delivered to each claim out of `capacity`, in the claims' order.
+/// Amounts delivered to each claim out of `capacity`, in the claims' order: the engine's
+/// [`crate::engine::entitlement::deliver`], so the simulator measures with the engine's own divvy.
 pub fn divvy(capacity: f64, claims: &[Claim]) -> Vec<f64> {
-    let capacity = capacity.max(0.0);
-    let ub: Vec<f64> = claims.iter().map(|c| c.demand.min(c.limit.unwrap_or(f64::INFINITY)).max(0.0)).collect();
-    let lb: Vec<f64> = claims.iter().zip(&ub).map(|(c, u)| c.reservation.max(0.0).min(*u)).collect();
-    let want: f64 = ub.iter().sum();
-    if want <= capacity {
-        return ub;
-    }
-    let floor: f64 = lb.iter().sum();
-    if floor >= capacity {
-        // Reservations alone exceed the node (only while a migration holds memory on both ends): scale them.
-        let k = if floor > 0.0 { capacity / floor } else { 0.0 };
-        return lb.iter().map(|l| l * k).collect();
-    }
-    // Each claim gets clamp(shares * level, lb, ub); find the level that fills the capacity (monotone: bisect).
-    let share = |i: usize| claims[i].shares.max(f64::MIN_POSITIVE);
-    let give = |level: f64| -> Vec<f64> { (0..claims.len()).map(|i| (share(i) * level).clamp(lb[i], ub[i])).collect() };
-    let (mut lo, mut hi) = (0.0, (0..claims.len()).map(|i| ub[i] / share(i)).fold(0.0, f64::max));
-    for _ in 0..100 {
-        let mid = (lo + hi) / 2.0;
-        if give(mid).iter().sum::<f64>() <= capacity {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    // `lo` never hands out more than the capacity.
-    give(lo)
+    let claims: Vec<entitlement::Claim> = claims
+        .iter()
+        .map(|c| entitlement::Claim {
+            reservation: c.reservation,
+            limit: c.limit.unwrap_or(f64::INFINITY),
+            demand: c.demand,
+            shares: c.shares,
+        })
+        .collect();
+    entitlement::deliver(&claims, capacity)
 }
 
 #[cfg(test)]
