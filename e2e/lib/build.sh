@@ -15,6 +15,9 @@ bin_name() {
 
 go_build() { # name outdir moddir ldflags pkg...
   local name="$1" out="$2" moddir="$3" ldflags="$4"; shift 4
+  if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
+    export PATH="/usr/local/go/bin:$PATH"   # non-login shells may lack it
+  fi
   command -v go >/dev/null 2>&1 || die "go toolchain not found (need Go >= 1.26)"
   local stamp
   stamp="$( { cat "$moddir/go.mod" "$moddir/go.sum"; echo "$ldflags $*"; go env GOVERSION; } | sha256sum | cut -c1-16)"
@@ -37,7 +40,21 @@ go_build() { # name outdir moddir ldflags pkg...
   echo "$name $((SECONDS - t0))s" >>"$RUN_DIR/build-times.log"
 }
 
+# versions.env is the source of truth; the committed wrapper go.mod files
+# must agree with it (else: e2e/go/update-gomods.sh).
+check_gomods() {
+  local spec dir mod ver
+  for spec in "k8s k8s.io/kubernetes $K8S_VERSION" "etcd go.etcd.io/etcd/server/v3 $ETCD_VERSION" \
+              "kwok sigs.k8s.io/kwok $KWOK_VERSION" "metrics-server sigs.k8s.io/metrics-server $METRICS_SERVER_VERSION" \
+              "helm helm.sh/helm/v3 $HELM_VERSION" "k8s k8s.io/api $K8S_STAGING_VERSION"; do
+    read -r dir mod ver <<<"$spec"
+    grep -qE "^\s*(require )?$mod( => $mod)? $ver\b" "$E2E_DIR/go/$dir/go.mod" ||
+      die "e2e/go/$dir/go.mod does not pin $mod $ver from versions.env: run e2e/go/update-gomods.sh"
+  done
+}
+
 build_all() {
+  check_gomods
   local kv="${K8S_VERSION#v}" major minor
   major="${kv%%.*}"; minor="${kv#*.}"; minor="${minor%%.*}"
   local kflags="-s -w"
