@@ -137,13 +137,7 @@ pub async fn run(client: Client, cfg: Config) -> anyhow::Result<()> {
     stores.pods.wait_until_ready().await?;
     stores.nodes.wait_until_ready().await?;
     tracing::info!(?cfg, "kubevirt-emulator ready");
-    let mut emu = Emulator {
-        client,
-        rng: ChaCha8Rng::seed_from_u64(cfg.seed),
-        cfg,
-        stores,
-        mem: Memory::default(),
-    };
+    let mut emu = Emulator { client, rng: ChaCha8Rng::seed_from_u64(cfg.seed), cfg, stores, mem: Memory::default() };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
@@ -279,7 +273,9 @@ impl Emulator {
         let view = self.view();
         let now = Instant::now();
         self.mem.expected_pods.retain(|_, t| now.duration_since(*t) < Duration::from_secs(30));
-        self.mem.expected_vmis.retain(|k, t| !view.vmis.contains_key(k) && now.duration_since(*t) < Duration::from_secs(30));
+        self.mem
+            .expected_vmis
+            .retain(|k, t| !view.vmis.contains_key(k) && now.duration_since(*t) < Duration::from_secs(30));
         for vm in view.vms.values() {
             self.vm(vm, &view).await;
         }
@@ -319,7 +315,7 @@ impl Emulator {
             }
             Some(v) if !deleting(v) && owned_by(v, vm) => {
                 let finished = matches!(phase(v), "Failed" | "Succeeded");
-                if !wants || (finished && wants) {
+                if !wants || finished {
                     tracing::info!(vm = %k, phase = phase(v), wants, "VMI deleted");
                     if let Err(e) = vmi_api.delete(name, &DeleteParams::foreground()).await {
                         tracing::warn!(vm = %k, error = %e, "cannot delete VMI");
@@ -434,8 +430,10 @@ impl Emulator {
             return;
         }
         // Running: the active pod must still exist.
-        let active: Vec<String> =
-            at(vmi, &["status", "activePods"]).and_then(Value::as_object).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let active: Vec<String> = at(vmi, &["status", "activePods"])
+            .and_then(Value::as_object)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
         let has_active = pods.iter().any(|p| active.contains(&uid(p)));
         if has_active {
             self.mem.pod_missing_since.remove(&id);
@@ -588,8 +586,7 @@ impl Emulator {
             if let Some(p) = &target_pod {
                 self.delete_pod(&ns, str_at(p, &["metadata", "name"]).unwrap_or_default()).await;
             }
-            self.set_phase(&api, m, "Failed", Some(json!({"failed": true, "failureReason": "the VMI is gone"})))
-                .await;
+            self.set_phase(&api, m, "Failed", Some(json!({"failed": true, "failureReason": "the VMI is gone"}))).await;
             return;
         };
         let source_node = str_at(vmi, &["status", "nodeName"]).unwrap_or_default().to_string();
@@ -602,7 +599,8 @@ impl Emulator {
                     .and_then(Value::as_array)
                     .is_some_and(|f| f.iter().any(|x| x == kv::MIGRATION_FINALIZER))
                 {
-                    let mut f = at(m, &["metadata", "finalizers"]).and_then(Value::as_array).cloned().unwrap_or_default();
+                    let mut f =
+                        at(m, &["metadata", "finalizers"]).and_then(Value::as_array).cloned().unwrap_or_default();
                     f.push(json!(kv::MIGRATION_FINALIZER));
                     meta["finalizers"] = json!(f);
                 }
@@ -618,20 +616,24 @@ impl Emulator {
                     Some(format!("VMI {vmi_name} is not running"))
                 } else if !kv::live_migratable(vmi) {
                     Some(format!("VMI {vmi_name} is not live migratable"))
-                } else if let Some(other) = view.vmims.iter().find(|o| {
-                    uid(o) != mid
-                        && str_at(o, &["spec", "vmiName"]) == Some(vmi_name.as_str())
-                        && str_at(o, &["metadata", "namespace"]) == Some(ns.as_str())
-                        && !matches!(phase(o), "Succeeded" | "Failed")
-                        && !deleting(o)
-                        && (!phase(o).is_empty() || created(o) < created(m))
-                }) {
-                    Some(format!(
-                        "in-flight migration detected. Active migration job ({}) is currently already in progress for VMI {vmi_name}",
-                        uid(other)
-                    ))
                 } else {
-                    None
+                    view.vmims
+                        .iter()
+                        .find(|o| {
+                            uid(o) != mid
+                                && str_at(o, &["spec", "vmiName"]) == Some(vmi_name.as_str())
+                                && str_at(o, &["metadata", "namespace"]) == Some(ns.as_str())
+                                && !matches!(phase(o), "Succeeded" | "Failed")
+                                && !deleting(o)
+                                && (!phase(o).is_empty() || order(o) < order(m))
+                        })
+                        .map(|other| {
+                            format!(
+                                "in-flight migration detected. Active migration job ({}) is currently already in \
+                                 progress for VMI {vmi_name}",
+                                uid(other)
+                            )
+                        })
                 };
                 if let Some(why) = refuse {
                     tracing::info!(migration = %format!("{ns}/{name}"), %why, "migration refused");
@@ -672,16 +674,30 @@ impl Emulator {
             }
             "Scheduling" => {
                 let Some(pod) = &target_pod else {
-                    if !self.mem.expected_pods.contains_key(&format!("m/{mid}")) && since.elapsed() > Duration::from_secs(10) {
-                        self.set_phase(&api, m, "Failed", Some(json!({"failed": true, "failureReason": "target pod vanished"}))).await;
+                    if !self.mem.expected_pods.contains_key(&format!("m/{mid}"))
+                        && since.elapsed() > Duration::from_secs(10)
+                    {
+                        self.set_phase(
+                            &api,
+                            m,
+                            "Failed",
+                            Some(json!({"failed": true, "failureReason": "target pod vanished"})),
+                        )
+                        .await;
                     }
                     return;
                 };
                 self.mem.expected_pods.remove(&format!("m/{mid}"));
                 let node = str_at(pod, &["spec", "nodeName"]).unwrap_or_default();
                 if !node.is_empty() && step_due {
-                    self.set_phase(&api, m, "Scheduled", Some(json!({"targetNode": node,
-                        "targetPod": str_at(pod, &["metadata", "name"])}))).await;
+                    self.set_phase(
+                        &api,
+                        m,
+                        "Scheduled",
+                        Some(json!({"targetNode": node,
+                        "targetPod": str_at(pod, &["metadata", "name"])})),
+                    )
+                    .await;
                 } else if node.is_empty() && since.elapsed() > self.cfg.unschedulable_timeout {
                     self.delete_pod(&ns, str_at(pod, &["metadata", "name"]).unwrap_or_default()).await;
                     let why = "target pod unschedulable for longer than unschedulablePendingTimeoutSeconds";
@@ -730,9 +746,11 @@ impl Emulator {
                             return;
                         }
                         let vm = view.vms.get(&vmi_key);
-                        let random_failure = self.cfg.failure_rate > 0.0 && self.rng.random::<f64>() < self.cfg.failure_rate;
+                        let random_failure =
+                            self.cfg.failure_rate > 0.0 && self.rng.random::<f64>() < self.cfg.failure_rate;
                         if kv::must_fail(vmi, vm) || random_failure {
-                            self.fail_migration(&api, &vmi_api, m, vmi, Some(pod), "the migration failed (emulated)").await;
+                            self.fail_migration(&api, &vmi_api, m, vmi, Some(pod), "the migration failed (emulated)")
+                                .await;
                         } else {
                             self.complete_migration(&api, &vmi_api, m, vmi, pod, view).await;
                         }
@@ -744,8 +762,10 @@ impl Emulator {
     }
 
     fn active_pod_name(&self, vmi: &Value, view: &View) -> Option<String> {
-        let active: Vec<String> =
-            at(vmi, &["status", "activePods"]).and_then(Value::as_object).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let active: Vec<String> = at(vmi, &["status", "activePods"])
+            .and_then(Value::as_object)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
         view.pods
             .get(&uid(vmi))?
             .iter()
@@ -774,7 +794,10 @@ impl Emulator {
             Some(p) => {
                 let a = kv::annotations(p);
                 let i = kv::initial_usage(vmi);
-                (a.get(kv::KWOK_USAGE_CPU).cloned().unwrap_or(i.0), a.get(kv::KWOK_USAGE_MEMORY).cloned().unwrap_or(i.1))
+                (
+                    a.get(kv::KWOK_USAGE_CPU).cloned().unwrap_or(i.0),
+                    a.get(kv::KWOK_USAGE_MEMORY).cloned().unwrap_or(i.1),
+                )
             }
             None => kv::initial_usage(vmi),
         };
@@ -880,8 +903,12 @@ fn active_pods_patch(vmi: &Value, pod: &str, node: &str) -> Value {
     Value::Object(m)
 }
 
-fn created(o: &Value) -> String {
-    str_at(o, &["metadata", "creationTimestamp"]).unwrap_or_default().to_string()
+/// Creation order of migrations: creation time (seconds), then name.
+fn order(o: &Value) -> (String, String) {
+    (
+        str_at(o, &["metadata", "creationTimestamp"]).unwrap_or_default().to_string(),
+        str_at(o, &["metadata", "name"]).unwrap_or_default().to_string(),
+    )
 }
 
 fn owned_by(vmi: &Value, vm: &Value) -> bool {

@@ -11,13 +11,14 @@ use std::future::Future;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, ResourceExt};
 use serde_json::{Value, json};
@@ -33,7 +34,7 @@ pub const MAINTENANCE_STATE: &str = "kubedrs.io/maintenance-state";
 pub const MAINTENANCE_MESSAGE: &str = "kubedrs.io/maintenance-message";
 pub const MAINTENANCE_CORDONED: &str = "kubedrs.io/maintenance-cordoned";
 
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The repository's root (this crate is `e2e/harness`).
 pub fn repo_root() -> PathBuf {
@@ -102,15 +103,14 @@ where
 {
     let start = Instant::now();
     loop {
-        let last;
-        match f().await {
+        let last = match f().await {
             Ok(Ok(v)) => {
                 eprintln!("  ok after {:>5.1}s: {what}", start.elapsed().as_secs_f64());
                 return Ok(v);
             }
-            Ok(Err(why)) => last = why,
-            Err(e) => last = format!("error: {e:#}"),
-        }
+            Ok(Err(why)) => why,
+            Err(e) => format!("error: {e:#}"),
+        };
         if start.elapsed() >= timeout {
             bail!("timed out after {timeout:?} waiting for: {what}\n  last: {last}");
         }
@@ -371,14 +371,14 @@ pub struct Scenario {
     pub client: Client,
     pub children: Vec<Child>,
     started: Instant,
-    _serial: MutexGuard<'static, ()>,
+    _serial: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl Scenario {
     /// Takes the suite lock, resets the cluster, creates the namespace `e2e-<name>` (label
     /// `kubedrs.io/pool=<name>`, so its VMs are the pool's) and labels `nodes` into the pool.
     pub async fn start(name: &str, nodes: &[&str]) -> anyhow::Result<Scenario> {
-        let serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let serial = SERIAL.lock().await;
         eprintln!("== scenario {name}");
         let client = client().await?;
         reset(&client).await?;
@@ -518,6 +518,26 @@ impl Scenario {
             .collect())
     }
 
+    /// `name -> uid` of every VMI (a VMI recreated after a failure gets a new UID: "none lost" compares
+    /// these).
+    pub async fn vmi_uids(&self) -> anyhow::Result<BTreeMap<String, String>> {
+        Ok(self
+            .list_vmis()
+            .await?
+            .iter()
+            .filter_map(|v| {
+                Some((str_at(v, &["metadata", "name"])?.to_string(), str_at(v, &["metadata", "uid"])?.to_string()))
+            })
+            .collect())
+    }
+
+    /// Labels `node` into this scenario's pool.
+    pub async fn add_node(&mut self, node: &str) -> anyhow::Result<()> {
+        label_node(&self.client, node, Some(&self.pool)).await?;
+        self.nodes.push(node.to_string());
+        Ok(())
+    }
+
     /// Waits until `n` VMIs run and none is migrating; returns where they are.
     pub async fn all_running(&self, n: usize, timeout: Duration) -> anyhow::Result<Placement> {
         eventually(&format!("{n} VMIs Running"), timeout, || async {
@@ -526,7 +546,9 @@ impl Scenario {
             let failed: Vec<String> = vmis
                 .iter()
                 .filter(|v| str_at(v, &["status", "phase"]) == Some("Failed"))
-                .map(|v| format!("{} ({})", str_at(v, &["metadata", "name"]).unwrap_or_default(), v["status"]["reason"]))
+                .map(|v| {
+                    format!("{} ({})", str_at(v, &["metadata", "name"]).unwrap_or_default(), v["status"]["reason"])
+                })
                 .collect();
             if !failed.is_empty() {
                 return Ok(Err(format!("VMIs failed: {failed:?}")));
@@ -560,7 +582,8 @@ impl Scenario {
         let ann = json!({"metadata": {"annotations": {kv::USAGE_CPU: cpu, kv::USAGE_MEMORY: memory}}});
         self.vmis().patch(vm, &PatchParams::default(), &Patch::Merge(ann)).await?;
         let vmi = to_json(self.vmis().get(vm).await?);
-        let active: Vec<String> = vmi["status"]["activePods"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let active: Vec<String> =
+            vmi["status"]["activePods"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
         let pods = self.pods().list(&ListParams::default().labels(&format!("{}={vm}", kv::VM_NAME))).await?;
         let mut n = 0;
         for p in pods.items.iter().filter(|p| p.metadata.uid.as_ref().is_some_and(|u| active.contains(u))) {
@@ -778,7 +801,8 @@ mod tests {
 
     #[test]
     fn a_vm_spec_is_a_kubevirt_vm() {
-        let v = vm("web-1").cpus(4).memory("8Gi").label("app", "web").usage("2", "6Gi").placed_by_kubedrs().to_json("ns");
+        let v =
+            vm("web-1").cpus(4).memory("8Gi").label("app", "web").usage("2", "6Gi").placed_by_kubedrs().to_json("ns");
         assert_eq!(v["spec"]["runStrategy"], "Always");
         assert_eq!(v["spec"]["template"]["spec"]["domain"]["cpu"]["cores"], 4);
         assert_eq!(v["spec"]["template"]["spec"]["domain"]["cpu"]["model"], "Broadwell-noTSX");

@@ -380,14 +380,11 @@ mod tests {
     #[test]
     fn kubelet_admission_checks_the_node_selector() {
         let p = launcher_pod(&vmi(), None);
-        let mut labels: BTreeMap<String, String> = [
-            (SCHEDULABLE, "true"),
-            ("disk", "ssd"),
-            ("cpu-model.node.kubevirt.io/Broadwell-noTSX", "true"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        let mut labels: BTreeMap<String, String> =
+            [(SCHEDULABLE, "true"), ("disk", "ssd"), ("cpu-model.node.kubevirt.io/Broadwell-noTSX", "true")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
         assert!(node_matches_selector(&labels, &p).is_ok());
         labels.remove("disk");
         assert_eq!(node_matches_selector(&labels, &p), Err("node lacks disk=ssd".into()));
