@@ -603,7 +603,10 @@ async fn j_helm_chart_renders_and_applies() -> anyhow::Result<()> {
 }
 
 fn tool(name: &str) -> anyhow::Result<std::path::PathBuf> {
-    let bin = repo_root().join("e2e/.cache/bin");
+    let cache = std::env::var_os("E2E_CACHE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("e2e/.cache"));
+    let bin = cache.join("bin");
     for e in std::fs::read_dir(&bin).with_context(|| format!("{} (run e2e/cluster up)", bin.display()))? {
         let p = e?.path().join(name);
         if p.is_file() {
