@@ -233,6 +233,12 @@ pub async fn serve(addr: SocketAddr, h: Health) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The filter directives: `RUST_LOG`, unless unset or blank (the chart's `logLevel: ""`), which means the
+/// default `info,kube_runtime=warn` rather than nothing but errors.
+pub fn log_directives(rust_log: Option<String>) -> String {
+    rust_log.filter(|s| !s.trim().is_empty()).unwrap_or_else(|| "info,kube_runtime=warn".into())
+}
+
 /// `--log-format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -242,8 +248,7 @@ pub enum LogFormat {
 
 /// Installs the tracing subscriber; the filter comes from `RUST_LOG` (default `info`).
 pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_runtime=warn"));
+    let filter = tracing_subscriber::EnvFilter::new(log_directives(std::env::var("RUST_LOG").ok()));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -256,6 +261,14 @@ pub fn init_logging(format: LogFormat) {
 mod tests {
     use super::*;
     use crate::engine::NodeLoad;
+
+    #[test]
+    fn a_blank_rust_log_means_the_default_level() {
+        assert_eq!(log_directives(None), "info,kube_runtime=warn");
+        assert_eq!(log_directives(Some(String::new())), "info,kube_runtime=warn");
+        assert_eq!(log_directives(Some("  ".into())), "info,kube_runtime=warn");
+        assert_eq!(log_directives(Some("debug".into())), "debug");
+    }
 
     #[test]
     fn the_names_of_api_md_are_exposed_and_stale_nodes_dropped() {

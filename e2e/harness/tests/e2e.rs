@@ -1,0 +1,656 @@
+//! kubedrs end to end: the operator binary and the KubeVirt emulator as child processes against the local
+//! control plane of `e2e/cluster up` (real kube-apiserver, kube-scheduler, controller-manager, KWOK nodes,
+//! metrics-server). Run by `e2e/test`; alone:
+//!
+//! ```sh
+//! e2e/cluster up --nodes 6 && cargo build --bin kubedrs
+//! cargo test -p kubedrs-e2e --test e2e -- --test-threads=1 --nocapture
+//! ```
+//!
+//! Every scenario polls with a timeout (`eventually`), never sleeps to synchronize, and resets the cluster
+//! before and after itself. `docs/e2e.md` says what each one proves.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use anyhow::{Context as _, ensure};
+use kube::ResourceExt;
+use kube::api::{ListParams, Patch, PatchParams};
+use kubedrs_e2e::harness::*;
+use kubedrs_e2e::kubevirt::str_at;
+use serde_json::{Value, json};
+
+const MIN: Duration = Duration::from_secs(60);
+
+fn nodes(range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("kwok-node-{i}")).collect()
+}
+
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Emulator flags of the suite: 4 GiB/s (a 4 GiB guest migrates in ~1 s of copy), 100 ms between phases.
+const EMULATOR: &[&str] = &["--migration-rate", "4096", "--phase-step-ms", "100"];
+
+/// The pods kubedrs reported placing: its `Placed` Events (a Binding leaves no trace of its author on the
+/// pod; kube-scheduler never touches pods with another `schedulerName`).
+async fn placed_by_kubedrs(s: &Scenario) -> anyhow::Result<BTreeSet<String>> {
+    let events: kube::Api<k8s_openapi::api::core::v1::Event> = kube::Api::namespaced(s.client.clone(), &s.ns);
+    Ok(events
+        .list(&ListParams::default().fields("reason=Placed"))
+        .await?
+        .items
+        .iter()
+        .filter(|e| e.reporting_component.as_deref() == Some("kubedrs"))
+        .filter_map(|e| e.involved_object.name.clone())
+        .collect())
+}
+
+/// (a) Initial placement: 30 VMs with `schedulerName: kubedrs` over 6 nodes end up balanced, every
+/// launcher pod bound by kubedrs (kube-scheduler ignores them), and the pool's status counts them.
+#[tokio::test]
+async fn a_placement_of_30_vms_is_balanced() -> anyhow::Result<()> {
+    let all = nodes(0..6);
+    let mut s = Scenario::start("placement", &refs(&all)).await?;
+    let r = placement(&mut s, &all).await;
+    s.conclude(r).await
+}
+
+async fn placement(s: &mut Scenario, all: &[String]) -> anyhow::Result<()> {
+    {
+        s.start_emulator(EMULATOR)?;
+        s.start_operator("0", &[])?;
+        let s = &*s;
+        s.create_pool(json!({})).await?;
+        for i in 0..30 {
+            s.create_vm(&vm(&format!("vm-{i:02}")).cpus(2).memory("4Gi").placed_by_kubedrs()).await?;
+        }
+        let placement = s.all_running(30, 2 * MIN).await?;
+        let counts = per_node(&placement, all);
+        show("VMs per node", &counts);
+        let (max, min) = (counts.values().max().copied().unwrap_or(0), counts.values().min().copied().unwrap_or(0));
+        ensure!(max - min <= 2, "placement is unbalanced: {counts:?}");
+        let pods = s.pods().list(&ListParams::default().labels("kubevirt.io=virt-launcher")).await?;
+        ensure!(pods.items.len() == 30, "{} launcher pods, expected 30", pods.items.len());
+        let placed = placed_by_kubedrs(s).await?;
+        let not_ours: Vec<String> = pods
+            .items
+            .iter()
+            .filter(|p| {
+                p.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()) != Some("kubedrs")
+                    || !placed.contains(&p.name_any())
+            })
+            .map(|p| p.name_any())
+            .collect();
+        ensure!(not_ours.is_empty(), "pods not placed by kubedrs: {not_ours:?}");
+        eventually("pool status counts 6 nodes and 30 VMs", MIN, move || async move {
+            let st = s.pool_status().await?;
+            Ok(if st["nodes"] == 6 && st["vms"] == 30 {
+                Ok(())
+            } else {
+                Err(format!("nodes={} vms={}", st["nodes"], st["vms"]))
+            })
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+/// (c) Maintenance: the annotation empties the node (state `InMaintenance`, cordoned by kubedrs), no VM is
+/// lost; removing it clears the state, uncordons the node, and balancing brings VMs back.
+#[tokio::test]
+async fn c_maintenance_on_and_off() -> anyhow::Result<()> {
+    let pool_nodes = nodes(0..4);
+    let mut s = Scenario::start("maintenance", &refs(&pool_nodes)).await?;
+    let r = maintenance(&mut s, &pool_nodes).await;
+    s.conclude(r).await
+}
+
+async fn maintenance(s: &mut Scenario, pool_nodes: &[String]) -> anyhow::Result<()> {
+    {
+        s.start_emulator(EMULATOR)?;
+        s.start_operator("0", &[])?;
+        let s = &*s;
+        s.create_pool(json!({"migrationThreshold": 3})).await?;
+        for i in 0..12 {
+            s.create_vm(&vm(&format!("vm-{i:02}")).cpus(2).memory("16Gi").placed_by_kubedrs()).await?;
+        }
+        let before = s.all_running(12, 2 * MIN).await?;
+        let uids = s.vmi_uids().await?;
+        let counts = per_node(&before, pool_nodes);
+        show("before", &counts);
+        let target = counts
+            .iter()
+            .max_by_key(|(n, c)| (**c, std::cmp::Reverse((*n).clone())))
+            .map(|(n, _)| n.clone())
+            .context("no node")?;
+        let on_target: BTreeSet<String> =
+            before.iter().filter(|(_, n)| **n == target).map(|(v, _)| v.clone()).collect();
+        ensure!(!on_target.is_empty(), "no VM on {target}");
+        eprintln!("  maintenance on {target} ({} VMs)", on_target.len());
+        s.annotate_node(&target, MAINTENANCE, Some("true")).await?;
+
+        in_maintenance_and_empty(s, &target, 2 * MIN).await?;
+        let node = s.node(&target).await?;
+        ensure!(node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true), "{target} is not cordoned");
+        ensure!(
+            node.annotations().get(MAINTENANCE_CORDONED).map(String::as_str) == Some("true"),
+            "{target} lacks {MAINTENANCE_CORDONED}"
+        );
+        let after = s.all_running(12, MIN).await?;
+        ensure!(after.len() == 12, "VMs lost: {} running", after.len());
+        ensure!(s.vmi_uids().await? == uids, "a VMI was recreated (lost and restarted) during maintenance");
+        let migs = s.migrations_settled(MIN).await?;
+        let moved: BTreeSet<String> = migs
+            .iter()
+            .filter(|m| m["metadata"]["labels"]["kubedrs.io/reason"] == "maintenance")
+            .filter(|m| str_at(m, &["status", "phase"]) == Some("Succeeded"))
+            .filter_map(|m| str_at(m, &["spec", "vmiName"]).map(str::to_string))
+            .collect();
+        ensure!(moved == on_target, "maintenance migrations moved {moved:?}, expected {on_target:?}");
+        for m in &migs {
+            ensure!(
+                m["metadata"]["annotations"]["kubedrs.io/source-node"] == target.as_str()
+                    && m["metadata"]["annotations"]["kubedrs.io/target-node"]
+                        == m["spec"]["addedNodeSelector"]["kubernetes.io/hostname"]
+                    && m["metadata"]["annotations"]["kubedrs.io/why"].as_str().is_some_and(|w| !w.is_empty()),
+                "migration without the expected annotations: {}",
+                m["metadata"]
+            );
+        }
+
+        eprintln!("  maintenance off {target}");
+        s.annotate_node(&target, MAINTENANCE, None).await?;
+        let tgt = target.clone();
+        eventually(&format!("{target} out of maintenance and uncordoned"), MIN, move || {
+            let tgt = tgt.clone();
+            async move {
+                let node = s.node(&tgt).await?;
+                let ann = node.annotations();
+                let cordoned = node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
+                let kubedrs_keys: Vec<&String> = ann.keys().filter(|k| k.starts_with("kubedrs.io/")).collect();
+                Ok(if !cordoned && kubedrs_keys.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("cordoned={cordoned} annotations={kubedrs_keys:?}"))
+                })
+            }
+        })
+        .await?;
+        let tgt = target.clone();
+        eventually(&format!("VMs flow back to {target}"), 2 * MIN, move || {
+            let tgt = tgt.clone();
+            async move {
+                let n = s.placement().await?.values().filter(|n| **n == tgt).count();
+                Ok(if n > 0 { Ok(()) } else { Err("still empty".to_string()) })
+            }
+        })
+        .await?;
+        let end = s.all_running(12, MIN).await?;
+        show("after", &per_node(&end, pool_nodes));
+        Ok(())
+    }
+}
+
+/// Waits until `node` holds no running VMI and kubedrs reports it `InMaintenance`.
+async fn in_maintenance_and_empty(s: &Scenario, node: &str, timeout: Duration) -> anyhow::Result<()> {
+    eventually(&format!("{node} empty and InMaintenance"), timeout, move || async move {
+        let n = s.node(node).await?;
+        let ann = n.annotations();
+        let state = ann.get(MAINTENANCE_STATE).cloned().unwrap_or_default();
+        let left = s.placement().await?.values().filter(|x| x.as_str() == node).count();
+        Ok(if state == "InMaintenance" && left == 0 {
+            Ok(())
+        } else {
+            Err(format!("state={state:?} message={:?} VMs left={left}", ann.get(MAINTENANCE_MESSAGE)))
+        })
+    })
+    .await
+}
+
+/// Migrations per VMI name.
+fn migrations_per_vmi(migs: &[Value]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for x in migs {
+        if let Some(v) = str_at(x, &["spec", "vmiName"]) {
+            *m.entry(v.to_string()).or_default() += 1;
+        }
+    }
+    m
+}
+
+/// (b) A load spike: two VMs burning 7.5 cores each share one node while three idle nodes join the pool;
+/// balancing spreads them within a few passes and a bounded number of migrations, then stays still.
+#[tokio::test]
+async fn b_load_spike_is_rebalanced() -> anyhow::Result<()> {
+    let mut s = Scenario::start("spike", &["kwok-node-0"]).await?;
+    let r = spike(&mut s).await;
+    s.conclude(r).await
+}
+
+async fn spike(s: &mut Scenario) -> anyhow::Result<()> {
+    s.start_emulator(EMULATOR)?;
+    s.start_operator("0", &[])?;
+    s.create_pool(json!({"migrationThreshold": 4})).await?;
+    for i in 0..2 {
+        s.create_vm(&vm(&format!("hot-{i}")).cpus(8).memory("1Gi").usage("7500m", "900Mi").placed_by_kubedrs()).await?;
+    }
+    let hot = s.all_running(2, MIN).await?;
+    ensure!(hot.values().all(|n| n == "kwok-node-0"), "hot VMs not both on kwok-node-0: {hot:?}");
+    for n in ["kwok-node-1", "kwok-node-2", "kwok-node-3"] {
+        s.add_node(n).await?;
+    }
+    let s = &*s;
+    for i in 0..6 {
+        s.create_vm(&vm(&format!("idle-{i}")).cpus(8).memory("1Gi").usage("400m", "900Mi").placed_by_kubedrs()).await?;
+    }
+    s.all_running(8, MIN).await?;
+    // The spike is seen once metrics-server has two samples of the hot pods (~30 s), then at the next
+    // balancing pass (every 10 s).
+    eventually("the hot VMs on different nodes", 3 * MIN, || async {
+        let p = s.placement().await?;
+        let (a, b) = (p.get("hot-0"), p.get("hot-1"));
+        Ok(if a.is_some() && a != b { Ok(()) } else { Err(format!("hot-0 on {a:?}, hot-1 on {b:?}")) })
+    })
+    .await?;
+    let migs = s.migrations_settled(MIN).await?;
+    let balance = migs.iter().filter(|m| m["metadata"]["labels"]["kubedrs.io/reason"] == "balance").count();
+    show("migrations", &migrations_per_vmi(&migs));
+    ensure!((1..=3).contains(&balance), "{balance} balancing migrations (expected 1..=3)");
+    ensure!(migs.len() == balance, "migrations other than balancing: {}", migs.len() - balance);
+    // Stable: two more balancing passes move nothing.
+    let n = migs.len();
+    always_for("no further migration", Duration::from_secs(25), || async {
+        let now = s.list_vmims().await?.len();
+        Ok(if now == n { Ok(()) } else { Err(format!("{now} migrations, had {n}")) })
+    })
+    .await?;
+    s.all_running(8, MIN).await?;
+    Ok(())
+}
+
+/// (d) Shares under contention: three VMs each demanding 30 of 32 cores on a two-node pool (96 > 64);
+/// raising one VM's CPU shares to `high` hands it more of the pool, seen in `kubedrs plan --json` as more
+/// CPU entitlement on its node.
+#[tokio::test]
+async fn d_shares_move_entitlement_under_contention() -> anyhow::Result<()> {
+    let mut s = Scenario::start("shares", &["kwok-node-0", "kwok-node-1"]).await?;
+    let r = shares(&mut s).await;
+    s.conclude(r).await
+}
+
+async fn shares(s: &mut Scenario) -> anyhow::Result<()> {
+    s.start_emulator(EMULATOR)?;
+    s.start_operator("0", &[])?;
+    let s = &*s;
+    // Manual and threshold 1: nothing moves, the plan's loads are the current entitlements.
+    s.create_pool(json!({"automation": "Manual", "migrationThreshold": 1})).await?;
+    for (name, node) in [("a", "kwok-node-0"), ("b", "kwok-node-0"), ("c", "kwok-node-1")] {
+        let mut spec = vm(name).cpus(32).memory("2Gi").usage("30", "1Gi");
+        spec.template_annotations.insert("e2e.kubedrs.io/pin".into(), node.into());
+        let mut obj = spec.to_json(&s.ns);
+        obj["spec"]["template"]["spec"]["nodeSelector"] = json!({"kubernetes.io/hostname": node});
+        let o: kube::api::DynamicObject = serde_json::from_value(obj)?;
+        s.vms().create(&Default::default(), &o).await?;
+    }
+    s.all_running(3, MIN).await?;
+    let cpu_load = |plan: &Value, node: &str| -> Option<f64> {
+        plan["plan"]["loads"].as_array()?.iter().find(|l| l["node"] == node)?["cpu"].as_f64()
+    };
+    let before = eventually("contention visible in the plan (kwok-node-0 CPU entitlement > 100%)", 2 * MIN, || async {
+        let plan = s.plan_json()?;
+        let (n0, n1) = (cpu_load(&plan, "kwok-node-0"), cpu_load(&plan, "kwok-node-1"));
+        Ok(match (n0, n1) {
+            (Some(a), Some(b)) if a > 1.0 => Ok(b),
+            _ => Err(format!("cpu loads n0={n0:?} n1={n1:?}")),
+        })
+    })
+    .await?;
+    show("kwok-node-1 CPU entitlement with normal shares", &before);
+    ensure!((before - 0.667).abs() < 0.05, "equal shares should give c 64/3 of 32 cores, got {before}");
+    let patch = json!({"metadata": {"annotations": {"kubedrs.io/cpu-shares": "high"}}});
+    s.vms().patch("c", &PatchParams::default(), &Patch::Merge(patch)).await?;
+    let after = eventually("c's node gets more CPU entitlement", MIN, || async {
+        let plan = s.plan_json()?;
+        let n1 = cpu_load(&plan, "kwok-node-1").unwrap_or(0.0);
+        Ok(if n1 > before + 0.2 { Ok(n1) } else { Err(format!("kwok-node-1 cpu {n1}")) })
+    })
+    .await?;
+    show("kwok-node-1 CPU entitlement with high shares", &after);
+    // c is capped by its demand (30 of 32 cores): 30/32.
+    ensure!((after - 0.9375).abs() < 0.05, "high shares should give c its whole demand (30/32), got {after}");
+    ensure!(s.list_vmims().await?.is_empty(), "a Manual pool migrated something");
+    Ok(())
+}
+
+/// (e) CPU models: the pool's baseline (`Auto`) is the newest model every generation supports; VMs that
+/// ask for `Icelake-Server` are placed only on Ice Lake nodes and, when one goes into maintenance, move only
+/// to the other Ice Lake node.
+#[tokio::test]
+async fn e_new_cpu_model_never_lands_on_old_nodes() -> anyhow::Result<()> {
+    let all = nodes(0..6);
+    let mut s = Scenario::start("cpumodel", &refs(&all)).await?;
+    let r = cpumodel(&mut s).await;
+    s.conclude(r).await
+}
+
+async fn cpumodel(s: &mut Scenario) -> anyhow::Result<()> {
+    s.start_emulator(EMULATOR)?;
+    s.start_operator("0", &[])?;
+    let s = &*s;
+    s.create_pool(json!({"cpuBaseline": "Auto"})).await?;
+    eventually("status.cpuBaseline.model = Broadwell-noTSX", MIN, || async {
+        let st = s.pool_status().await?;
+        let m = st["cpuBaseline"]["model"].as_str().unwrap_or_default().to_string();
+        Ok(if m == "Broadwell-noTSX" { Ok(()) } else { Err(format!("status.cpuBaseline = {}", st["cpuBaseline"])) })
+    })
+    .await?;
+    let icelake: BTreeSet<String> = ["kwok-node-2", "kwok-node-5"].iter().map(|s| s.to_string()).collect();
+    for i in 0..6 {
+        s.create_vm(&vm(&format!("new-{i}")).model(Some("Icelake-Server")).placed_by_kubedrs()).await?;
+    }
+    for i in 0..6 {
+        s.create_vm(&vm(&format!("old-{i}")).placed_by_kubedrs()).await?;
+    }
+    let p = s.all_running(12, MIN).await?;
+    let wrong: Vec<_> = p.iter().filter(|(v, n)| v.starts_with("new-") && !icelake.contains(*n)).collect();
+    ensure!(wrong.is_empty(), "Icelake VMs on older nodes: {wrong:?}");
+    s.annotate_node("kwok-node-2", MAINTENANCE, Some("true")).await?;
+    let violations = std::sync::Mutex::new(Vec::<String>::new());
+    let v = &violations;
+    let icelake = &icelake;
+    eventually("kwok-node-2 empty and InMaintenance, Icelake VMs only on Ice Lake nodes", 2 * MIN, || async move {
+        let p = s.placement().await?;
+        for (vmi, n) in p.iter().filter(|(v, n)| v.starts_with("new-") && !icelake.contains(*n)) {
+            v.lock().map(|mut l| l.push(format!("{vmi} on {n}"))).ok();
+        }
+        let node = s.node("kwok-node-2").await?;
+        let state = node.annotations().get(MAINTENANCE_STATE).cloned().unwrap_or_default();
+        let left = p.values().filter(|n| *n == "kwok-node-2").count();
+        Ok(if state == "InMaintenance" && left == 0 { Ok(()) } else { Err(format!("state={state} left={left}")) })
+    })
+    .await?;
+    let p = s.all_running(12, MIN).await?;
+    let v = violations.lock().map(|v| v.clone()).unwrap_or_default();
+    ensure!(v.is_empty(), "Icelake VMs seen on older nodes: {v:?}");
+    let news: Vec<&String> = p.iter().filter(|(v, _)| v.starts_with("new-")).map(|(_, n)| n).collect();
+    ensure!(news.iter().all(|n| *n == "kwok-node-5"), "Icelake VMs after maintenance: {news:?}");
+    Ok(())
+}
+
+/// (f) A `VMAntiAffinity` rule holds at every observation while a node is evacuated: the web VMs never
+/// share a node.
+#[tokio::test]
+async fn f_anti_affinity_holds_during_evacuation() -> anyhow::Result<()> {
+    let pool_nodes = nodes(0..4);
+    let mut s = Scenario::start("antiaffinity", &refs(&pool_nodes)).await?;
+    let r = antiaffinity(&mut s).await;
+    s.conclude(r).await
+}
+
+async fn antiaffinity(s: &mut Scenario) -> anyhow::Result<()> {
+    s.start_emulator(EMULATOR)?;
+    s.start_operator("0", &[])?;
+    let s = &*s;
+    s.create_pool(json!({"rules": [{"name": "web-spread", "type": "VMAntiAffinity",
+                                    "vmSelector": {"matchLabels": {"app": "web"}}}]}))
+        .await?;
+    for i in 0..3 {
+        s.create_vm(&vm(&format!("web-{i}")).label("app", "web").placed_by_kubedrs()).await?;
+    }
+    for i in 0..5 {
+        s.create_vm(&vm(&format!("db-{i}")).label("app", "db").placed_by_kubedrs()).await?;
+    }
+    let p = s.all_running(8, MIN).await?;
+    let web_nodes = |p: &Placement| -> Vec<String> {
+        p.iter().filter(|(v, _)| v.starts_with("web-")).map(|(_, n)| n.clone()).collect()
+    };
+    let distinct = |v: &[String]| v.iter().collect::<BTreeSet<_>>().len() == v.len();
+    ensure!(distinct(&web_nodes(&p)), "web VMs share a node at placement: {p:?}");
+    let target = p.get("web-0").cloned().context("web-0 not placed")?;
+    s.annotate_node(&target, MAINTENANCE, Some("true")).await?;
+    let violations = std::sync::Mutex::new(Vec::<String>::new());
+    let v = &violations;
+    let t = target.as_str();
+    eventually(&format!("{target} evacuated with the web VMs apart"), 2 * MIN, || async move {
+        let p = s.placement().await?;
+        let w = web_nodes(&p);
+        if !distinct(&w) {
+            v.lock().map(|mut l| l.push(format!("{w:?}"))).ok();
+        }
+        let state = s.node(t).await?.annotations().get(MAINTENANCE_STATE).cloned().unwrap_or_default();
+        let left = p.values().filter(|n| n.as_str() == t).count();
+        Ok(if state == "InMaintenance" && left == 0 { Ok(()) } else { Err(format!("state={state} left={left}")) })
+    })
+    .await?;
+    let p = s.all_running(8, MIN).await?;
+    let v = violations.lock().map(|v| v.clone()).unwrap_or_default();
+    ensure!(v.is_empty(), "web VMs shared a node during the evacuation: {v:?}");
+    ensure!(distinct(&web_nodes(&p)), "web VMs share a node at the end: {p:?}");
+    Ok(())
+}
+
+/// (g) kubedrs is SIGKILLed while evacuation migrations run, and restarted: the new process adopts the
+/// migrations in flight and finishes the evacuation; no VM is lost, none is migrated twice.
+#[tokio::test]
+async fn g_operator_restart_mid_migration_loses_and_duplicates_nothing() -> anyhow::Result<()> {
+    let pool_nodes = nodes(0..3);
+    let mut s = Scenario::start("restart", &refs(&pool_nodes)).await?;
+    let r = restart(&mut s).await;
+    s.conclude(r).await
+}
+
+async fn restart(s: &mut Scenario) -> anyhow::Result<()> {
+    // Slow migrations (4 GiB at 256 MiB/s: 16 s of copy) so that the kill lands mid-flight.
+    s.start_emulator(&["--migration-rate", "256", "--phase-step-ms", "100"])?;
+    let (first, _) = s.start_operator("0", &[])?;
+    s.create_pool(json!({})).await?;
+    for i in 0..9 {
+        s.create_vm(&vm(&format!("vm-{i}")).placed_by_kubedrs()).await?;
+    }
+    let p = s.all_running(9, MIN).await?;
+    let uids = s.vmi_uids().await?;
+    let target = "kwok-node-0";
+    let leaving: BTreeSet<String> = p.iter().filter(|(_, n)| *n == target).map(|(v, _)| v.clone()).collect();
+    ensure!(leaving.len() >= 2, "want at least 2 VMs on {target}: {p:?}");
+    s.annotate_node(target, MAINTENANCE, Some("true")).await?;
+    {
+        let s = &*s;
+        eventually("a migration in phase Running", MIN, || async {
+            let ms = s.list_vmims().await?;
+            let running = ms.iter().filter(|m| str_at(m, &["status", "phase"]) == Some("Running")).count();
+            Ok(if running > 0 { Ok(()) } else { Err(format!("{} migrations, none Running", ms.len())) })
+        })
+        .await?;
+    }
+    let in_flight = s.list_vmims().await?.len();
+    eprintln!("  SIGKILL kubedrs with {in_flight} migration(s) created");
+    s.children[first].kill();
+    s.start_operator("1", &[])?;
+    let s = &*s;
+    in_maintenance_and_empty(s, target, 3 * MIN).await?;
+    let migs = s.migrations_settled(MIN).await?;
+    let per = migrations_per_vmi(&migs);
+    show("migrations per VMI", &per);
+    let twice: Vec<_> = per.iter().filter(|(_, n)| **n > 1).collect();
+    ensure!(twice.is_empty(), "VMs migrated more than once: {twice:?}");
+    let moved: BTreeSet<String> = per.keys().cloned().collect();
+    ensure!(moved == leaving, "migrated {moved:?}, expected exactly {leaving:?}");
+    let failed: Vec<_> = migs.iter().filter(|m| str_at(m, &["status", "phase"]) == Some("Failed")).collect();
+    ensure!(failed.is_empty(), "failed migrations: {failed:?}");
+    s.all_running(9, MIN).await?;
+    ensure!(s.vmi_uids().await? == uids, "a VMI was lost and recreated");
+    Ok(())
+}
+
+/// (h) Two replicas with `--leader-elect`: exactly one leads (metric `kubedrs_leader`), only the leader
+/// creates migrations; SIGKILL the leader and the other takes over within the lease time and acts.
+#[tokio::test]
+async fn h_two_replicas_never_both_act() -> anyhow::Result<()> {
+    let pool_nodes = nodes(0..3);
+    let mut s = Scenario::start("leader", &refs(&pool_nodes)).await?;
+    let r = leader(&mut s).await;
+    s.conclude(r).await
+}
+
+async fn leader(s: &mut Scenario) -> anyhow::Result<()> {
+    s.start_emulator(EMULATOR)?;
+    let (ia, pa) = s.start_operator("a", &["--leader-elect"])?;
+    let (ib, pb) = s.start_operator("b", &["--leader-elect"])?;
+    let leads = |port: u16| -> Option<f64> { metric_value(&http_get(port, "/metrics").ok()?, "kubedrs_leader", &[]) };
+    let (leader_idx, follower_idx, follower_port) = eventually("exactly one leader", MIN, || async {
+        Ok(match (leads(pa), leads(pb)) {
+            (Some(a), Some(b)) if a + b == 1.0 => Ok(if a == 1.0 { (ia, ib, pb) } else { (ib, ia, pa) }),
+            other => Err(format!("kubedrs_leader: {other:?}")),
+        })
+    })
+    .await?;
+    eprintln!("  leader: {}", s.children[leader_idx].name);
+    s.create_pool(json!({})).await?;
+    for i in 0..6 {
+        s.create_vm(&vm(&format!("vm-{i}")).placed_by_kubedrs()).await?;
+    }
+    s.all_running(6, MIN).await?;
+    s.annotate_node("kwok-node-0", MAINTENANCE, Some("true")).await?;
+    in_maintenance_and_empty(s, "kwok-node-0", 2 * MIN).await?;
+    let acted =
+        |c: &Child| c.log_text().lines().filter(|l| l.contains("migration created") || l.contains("pod bound")).count();
+    ensure!(acted(&s.children[follower_idx]) == 0, "the follower acted:\n{}", s.children[follower_idx].log_text());
+    ensure!(acted(&s.children[leader_idx]) > 0, "the leader did not act");
+    let first_migs = s.migrations_settled(MIN).await?.len();
+
+    eprintln!("  SIGKILL the leader {}", s.children[leader_idx].name);
+    s.children[leader_idx].kill();
+    eventually("the follower takes over", MIN, || async {
+        Ok(if leads(follower_port) == Some(1.0) { Ok(()) } else { Err(format!("{:?}", leads(follower_port))) })
+    })
+    .await?;
+    s.annotate_node("kwok-node-0", MAINTENANCE, None).await?;
+    s.annotate_node("kwok-node-1", MAINTENANCE, Some("true")).await?;
+    in_maintenance_and_empty(s, "kwok-node-1", 2 * MIN).await?;
+    let migs = s.migrations_settled(MIN).await?;
+    ensure!(migs.len() > first_migs, "no migration after the takeover");
+    ensure!(acted(&s.children[follower_idx]) > 0, "the new leader did not act");
+    let created: BTreeMap<String, usize> = migrations_per_vmi(&migs);
+    show("migrations per VMI", &created);
+    s.all_running(6, MIN).await?;
+    Ok(())
+}
+
+/// (i) A bad HostPool: what the schema and CEL can refuse, the API server refuses with the field's name;
+/// what only kubedrs can check becomes `Valid=False` naming the field.
+#[tokio::test]
+async fn i_bad_hostpool_is_refused_or_reported() -> anyhow::Result<()> {
+    let mut s = Scenario::start("badpool", &[]).await?;
+    let r = badpool(&mut s).await;
+    s.conclude(r).await
+}
+
+async fn badpool(s: &mut Scenario) -> anyhow::Result<()> {
+    s.start_operator("0", &[])?;
+    let s = &*s;
+    let pool = |name: &str, spec: Value| -> anyhow::Result<kube::api::DynamicObject> {
+        Ok(serde_json::from_value(json!({"apiVersion": "kubedrs.io/v1alpha1", "kind": "HostPool",
+                                         "metadata": {"name": name}, "spec": spec}))?)
+    };
+    let refused = [
+        ("interval too short", json!({"nodeSelector": {}, "interval": "5s"}), "interval"),
+        ("threshold out of range", json!({"nodeSelector": {}, "migrationThreshold": 9}), "migrationThreshold"),
+        ("unknown automation", json!({"nodeSelector": {}, "automation": "Sometimes"}), "automation"),
+        ("host-model baseline", json!({"nodeSelector": {}, "cpuBaseline": "host-model"}), "cpuBaseline"),
+    ];
+    for (what, spec, field) in refused {
+        match s.pools().create(&Default::default(), &pool("bad", spec)?).await {
+            Ok(_) => anyhow::bail!("the API server accepted a HostPool with {what}"),
+            Err(kube::Error::Api(e)) => {
+                eprintln!("  refused ({what}): {}", e.message);
+                ensure!(e.code == 422, "{what}: HTTP {} {}", e.code, e.message);
+                ensure!(e.message.contains(field), "{what}: the error does not name {field}: {}", e.message);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let spec = json!({"nodeSelector": {"matchExpressions": [{"key": "disk", "operator": "Near", "values": ["ssd"]}]}});
+    s.pools().create(&Default::default(), &pool(&s.pool, spec)?).await.context("a selector with operator Near")?;
+    eventually("Valid=False naming spec.nodeSelector.matchExpressions[0].operator", MIN, || async {
+        let st = s.pool_status().await?;
+        let c = st["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == "Valid")).cloned();
+        Ok(match c {
+            Some(c)
+                if c["status"] == "False"
+                    && c["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("spec.nodeSelector.matchExpressions[0].operator")) =>
+            {
+                eprintln!("  condition: {}", c["message"]);
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
+        })
+    })
+    .await?;
+    Ok(())
+}
+
+/// (j) The Helm chart renders (`helm lint`, `helm template`) and every object is accepted by the real API
+/// server (`kubectl apply --dry-run=server`).
+#[tokio::test]
+async fn j_helm_chart_renders_and_applies() -> anyhow::Result<()> {
+    let mut s = Scenario::start("helm", &[]).await?;
+    let r = helm(&mut s).await;
+    s.conclude(r).await
+}
+
+fn tool(name: &str) -> anyhow::Result<std::path::PathBuf> {
+    let cache = std::env::var_os("E2E_CACHE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("e2e/.cache"));
+    let bin = cache.join("bin");
+    for e in std::fs::read_dir(&bin).with_context(|| format!("{} (run e2e/cluster up)", bin.display()))? {
+        let p = e?.path().join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    anyhow::bail!("{name} not found under {}", bin.display())
+}
+
+async fn helm(s: &mut Scenario) -> anyhow::Result<()> {
+    let helm = tool("helm")?;
+    // Helm renders for the server's version (its default, v1.20, is below the chart's kubeVersion).
+    let version = s.client.apiserver_version().await?.git_version;
+    let kubectl = tool("kubectl")?;
+    let chart = repo_root().join("charts/kubedrs");
+    let run = |cmd: &mut std::process::Command| -> anyhow::Result<String> {
+        let out = cmd.output()?;
+        ensure!(
+            out.status.success(),
+            "{cmd:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    run(std::process::Command::new(&helm).arg("lint").arg(&chart))?;
+    let rendered = run(std::process::Command::new(&helm).args(["template", "kubedrs"]).arg(&chart).args([
+        "--namespace",
+        &s.ns,
+        "--include-crds",
+        "--kube-version",
+        &version,
+    ]))?;
+    let docs = rendered.matches("\nkind: ").count() + usize::from(rendered.starts_with("kind: "));
+    ensure!(docs >= 5, "only {docs} objects rendered");
+    let path = log_dir().join("helm-rendered.yaml");
+    std::fs::write(&path, &rendered)?;
+    let out = run(std::process::Command::new(&kubectl)
+        .arg("--kubeconfig")
+        .arg(kubeconfig_path())
+        .args(["apply", "--dry-run=server", "-f"])
+        .arg(&path))?;
+    eprintln!("{}", out.trim_end());
+    let applied = out.lines().filter(|l| l.contains("(server dry run)")).count();
+    ensure!(applied == docs, "{applied} of {docs} objects accepted:\n{out}");
+    Ok(())
+}
