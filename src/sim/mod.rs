@@ -12,6 +12,7 @@ pub mod cpu;
 pub mod divvy;
 pub mod metrics;
 pub mod migration;
+pub mod policies;
 pub mod report;
 pub mod run;
 pub mod scenario;
@@ -19,5 +20,5 @@ pub mod workload;
 pub mod yamlpos;
 
 pub use metrics::RunResult;
-pub use run::simulate;
+pub use run::{simulate, simulate_with};
 pub use scenario::{Scenario, ScenarioError};
