@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod compare;
 pub mod cpu;
 pub mod divvy;
 pub mod metrics;

@@ -7,6 +7,7 @@
 //! (`vm`, `to`) and placements (`vm`, `node`), plus the solver's status and, for the optimum, the proven lower
 //! bound of the imbalance.
 
+use super::kube::Scheduler;
 use super::{Policy, PolicyError, plan_of, simple_move};
 use crate::engine::state::PoolState;
 use crate::engine::{Placement, Plan, Reason, Snapshot};
@@ -231,11 +232,27 @@ impl Policy for External {
                 if node_state.get(from).copied().unwrap_or(false) { Reason::Maintenance } else { Reason::Balance };
             moves.push(simple_move(&m.vm, from, &m.to, reason, format!("{}: {}", self.label, a.status)));
         }
-        let placements = a
+        let mut placements: Vec<Placement> = a
             .placements
             .into_iter()
             .map(|p| Placement { vm: p.vm, node: p.node, why: format!("{}: placement", self.label) })
             .collect();
+        // Pending VMs the solver did not place: kube-scheduler places them, as it would in KubeVirt.
+        let mut sched = Scheduler::new(snapshot);
+        for i in sched.vms_by_name() {
+            let vm = &snapshot.vms[i];
+            if vm.node.is_none()
+                && !placements.iter().any(|p| p.vm == vm.name)
+                && let Some(h) = sched.pick(vm, None)
+            {
+                sched.bind(vm, h);
+                placements.push(Placement {
+                    vm: vm.name.clone(),
+                    node: snapshot.nodes[h].name.clone(),
+                    why: "kube-scheduler: LeastAllocated on requests".into(),
+                });
+            }
+        }
         Ok(plan_of(snapshot, placements, moves, a.status))
     }
 }
