@@ -91,6 +91,74 @@ def proxlb_pass(req, args):
     return {"moves": moves, "status": status, "solve_ms": ms, "value": sol.stats.load_gap}
 
 
+def greedy(req, x, coef, const_req):
+    """A feasible start: where each VM of `x` goes after mandatory moves (best node first) and up to
+    `slots_pool` best single balancing moves (each lowering the imbalance most), within the slots."""
+    nodes, vms = req["nodes"], req["vms"]
+    n = len(nodes)
+    counted = [nodes[h]["counted"] for h in range(n)]
+    where = {i: vms[i]["node"] for i in x}
+    load = [0.0] * n
+    used = [list(c) for c in const_req]
+    for i, v in enumerate(vms):
+        if v["node"] is not None:
+            load[v["node"]] += coef(v, v["node"])
+    for i, h in where.items():
+        used[h][0] += vms[i]["req_cpu"]
+        used[h][1] += vms[i]["req_mem"]
+    N = sum(counted)
+
+    def ssd(ld):
+        xs = [ld[h] for h in range(n) if counted[h]]
+        mu = sum(xs) / len(xs)
+        return sum((a - mu) ** 2 for a in xs)
+
+    def fits(i, h):
+        v = vms[i]
+        return (used[h][0] + v["req_cpu"] <= nodes[h]["cpu_millis"]
+                and used[h][1] + v["req_mem"] <= nodes[h]["memory_bytes"])
+
+    def move(i, h):
+        src = where[i]
+        v = vms[i]
+        load[src] -= coef(v, src)
+        load[h] += coef(v, h)
+        used[src][0] -= v["req_cpu"]; used[src][1] -= v["req_mem"]
+        used[h][0] += v["req_cpu"]; used[h][1] += v["req_mem"]
+        where[i] = h
+
+    for i in x:
+        if nodes[vms[i]["node"]]["maintenance"]:
+            best = min((h for h in x[i] if fits(i, h)), key=lambda h: load[h] / 1, default=None)
+            if best is not None:
+                move(i, best)
+    out = list(req["slots_out"])
+    inn = list(req["slots_in"])
+    for _ in range(req["slots_pool"]):
+        base = ssd(load)
+        best = None
+        for i in x:
+            src = where[i]
+            if nodes[src]["maintenance"] or where[i] != vms[i]["node"] or out[src] <= 0:
+                continue
+            ci = coef(vms[i], src)
+            for h in x[i]:
+                if h == src or inn[h] <= 0 or not fits(i, h):
+                    continue
+                load[src] -= ci; load[h] += coef(vms[i], h)
+                gain = base - ssd(load)
+                load[src] += ci; load[h] -= coef(vms[i], h)
+                if gain > 1e-12 and (best is None or gain > best[0]):
+                    best = (gain, i, h)
+        if best is None:
+            break
+        _, i, h = best
+        out[where[i]] -= 1
+        inn[h] -= 1
+        move(i, h)
+    return where
+
+
 def optimum_pass(req, args):
     from ortools.sat.python import cp_model
 
@@ -142,9 +210,13 @@ def optimum_pass(req, args):
             moved = vars_[cur].Not()
             balance_moves.append(moved)
             out_terms[cur].append(moved)
-            m.add_hint(vars_[cur], 1)
         x[i] = vars_
     m.add(sum(balance_moves) <= req["slots_pool"])
+    # Warm start: the greedy plan (mandatory moves to the best node, then up to k best single moves).
+    start = greedy(req, x, coef, const_req)
+    for i, h in start.items():
+        for hh, b in x[i].items():
+            m.add_hint(b, 1 if hh == h else 0)
     for h in range(n):
         if out_terms[h]:
             m.add(sum(out_terms[h]) <= req["slots_out"][h])
@@ -154,46 +226,57 @@ def optimum_pass(req, args):
             for r, cap in ((0, nodes[h]["cpu_millis"]), (1, nodes[h]["memory_bytes"])):
                 if req_terms[h][r]:
                     m.add(sum(req_terms[h][r]) + const_req[h][r] <= max(cap, const_req[h][r]))
+    # N * variance = min over c of sum_h (L_h - c)^2. Each square is bounded below by its tangents at a grid of
+    # points (an outer approximation): the objective below never exceeds the true one, so CP-SAT's bound is a
+    # valid lower bound of the imbalance; the solution's own imbalance is then computed exactly.
     top = S * 50
-    loads, squares = [], []
+    loads = []
     for h in counted:
         l = m.new_int_var(0, top, f"l{h}")
         m.add(l == sum(load_terms[h]) + const_load[h])
-        sq = m.new_int_var(0, top * top, f"sq{h}")
-        m.add_multiplication_equality(sq, [l, l])
         loads.append(l)
-        squares.append(sq)
-    total = m.new_int_var(0, top * len(counted), "total")
-    m.add(total == sum(loads))
-    total_sq = m.new_int_var(0, (top * len(counted)) ** 2, "total_sq")
-    m.add_multiplication_equality(total_sq, [total, total])
+    c = m.new_int_var(0, top, "c")
+    step = S // 200  # tangents every 0.005 of load: the approximation is within 0.005^2/4 per node
+    grid = range(-S, S + 1, step)
+    ts = []
+    for k, l in enumerate(loads):
+        d = m.new_int_var(-top, top, f"d{k}")
+        m.add(d == l - c)
+        t = m.new_int_var(0, top * top, f"t{k}")
+        for p0 in grid:
+            m.add(t >= 2 * p0 * d - p0 * p0)
+        ts.append(t)
     N = len(counted)
-    m.minimize(N * sum(squares) - total_sq)
+    m.minimize(sum(ts))
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = args.time_limit
     solver.parameters.num_workers = args.workers
     t0 = time.monotonic()
     status = solver.solve(m)
     ms = (time.monotonic() - t0) * 1000
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return {"moves": [], "status": solver.status_name(status), "solve_ms": ms}
 
-    def sd(obj):
-        return math.sqrt(max(0.0, obj)) / N / S
+    def imbalance(where):
+        ld = [0.0] * n
+        for i, v in enumerate(vms):
+            if v["node"] is not None:
+                h = where.get(i, v["node"])
+                ld[h] += coef(v, h) / S
+        xs = [ld[h] for h in counted]
+        mu = sum(xs) / N
+        return math.sqrt(sum((a - mu) ** 2 for a in xs) / N)
 
-    moves = []
-    for i, vars_ in x.items():
-        cur = vms[i]["node"]
-        for h, b in vars_.items():
-            if h != cur and solver.value(b):
-                moves.append({"vm": vms[i]["name"], "to": nodes[h]["name"]})
-    return {
-        "moves": moves,
-        "status": solver.status_name(status),
-        "solve_ms": ms,
-        "value": sd(solver.objective_value),
-        "bound": sd(solver.best_objective_bound),
-    }
+    where, value, label = start, imbalance(start), "GREEDY"
+    bound = None
+    if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        bound = math.sqrt(max(0.0, solver.best_objective_bound) / N) / S
+        found = {i: next(h for h, b in vars_.items() if solver.value(b)) for i, vars_ in x.items()}
+        v = imbalance(found)
+        if v <= value:
+            where, value, label = found, v, solver.status_name(status)
+    moves = [
+        {"vm": vms[i]["name"], "to": nodes[h]["name"]} for i, h in where.items() if h != vms[i]["node"]
+    ]
+    return {"moves": moves, "status": label, "solve_ms": ms, "value": value, "bound": bound}
 
 
 def main():
@@ -202,7 +285,7 @@ def main():
     p.add_argument("--time-limit", type=float, default=5.0)
     p.add_argument("--balanciness", type=int, default=3)
     p.add_argument("--method", default="cpu")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=int, default=2)
     args = p.parse_args()
     run = proxlb_pass if args.mode == "proxlb" else optimum_pass
     for line in sys.stdin:

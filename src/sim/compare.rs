@@ -52,7 +52,7 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = 2)]
     pub large_hours: u64,
     /// Mean CPU demand of the pool over the run, as a share of its capacity (trace runs).
-    #[arg(long, default_value_t = 0.55)]
+    #[arg(long, default_value_t = 0.65)]
     pub load: f64,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -472,10 +472,8 @@ pub fn compare(args: &CompareArgs, log: &mut dyn FnMut(&str)) -> anyhow::Result<
                 let started = Instant::now();
                 let mut p = policy(name, args)?;
                 let (mut row, r) = run_one(&s, pool, workload, name, p.as_mut())?;
+                row.solver_note = p.report();
                 drop(p);
-                if external {
-                    row.solver_note = solver_note(&r);
-                }
                 for (k, t) in r.steps.t.iter().enumerate() {
                     let hot = r.steps.cpu_load.iter().filter_map(|n| n.get(k).copied().flatten()).fold(0.0, f64::max);
                     let _ = writeln!(
@@ -504,15 +502,6 @@ pub fn compare(args: &CompareArgs, log: &mut dyn FnMut(&str)) -> anyhow::Result<
     std::fs::write(args.out.join("compare-series.csv"), series)?;
     std::fs::write(args.out.join("compare.md"), markdown(&rows))?;
     Ok(rows)
-}
-
-/// Status counts and the mean bound, from an external policy's pass records.
-fn solver_note(r: &RunResult) -> String {
-    let mut counts: std::collections::BTreeMap<&str, u32> = std::collections::BTreeMap::new();
-    for p in r.passes.iter().filter(|p| p.kind == "balance") {
-        *counts.entry(p.balance_summary.as_str()).or_default() += 1;
-    }
-    counts.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join("; ")
 }
 
 fn write_csv(path: &Path, rows: &[Row]) -> anyhow::Result<()> {

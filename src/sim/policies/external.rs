@@ -197,6 +197,29 @@ impl Policy for External {
         self.label.clone()
     }
 
+    /// Solver statuses per pass, the mean solve time, and the mean value and proven bound of the imbalance.
+    fn report(&self) -> String {
+        let mut counts: std::collections::BTreeMap<&str, u32> = std::collections::BTreeMap::new();
+        for n in &self.notes {
+            *counts.entry(n.status.as_str()).or_default() += 1;
+        }
+        let mut parts: Vec<String> = counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let mean = |f: &dyn Fn(&PassNote) -> Option<f64>| {
+            let v: Vec<f64> = self.notes.iter().filter_map(f).collect();
+            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        };
+        if let Some(ms) = mean(&|n| Some(n.solve_ms)) {
+            parts.push(format!("solve {ms:.0} ms"));
+        }
+        if let Some(v) = mean(&|n| n.value) {
+            parts.push(format!("value {v:.4}"));
+        }
+        if let Some(b) = mean(&|n| n.bound) {
+            parts.push(format!("bound {b:.4}"));
+        }
+        parts.join("; ")
+    }
+
     fn plan(&mut self, snapshot: &Snapshot) -> Result<Plan, PolicyError> {
         let line = External::request(snapshot);
         let fail = |e: String| PolicyError::Failed(e);

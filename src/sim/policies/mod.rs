@@ -33,6 +33,10 @@ pub trait Policy {
     fn name(&self) -> String;
     /// The plan for this snapshot: placements of pending VMs and moves (with their reasons).
     fn plan(&mut self, snapshot: &Snapshot) -> Result<Plan, PolicyError>;
+    /// Anything the policy wants reported after a run (an external solver's statuses and bounds).
+    fn report(&self) -> String {
+        String::new()
+    }
 }
 
 /// kubedrs: the engine, as `kubedrs simulate` has always run it.
