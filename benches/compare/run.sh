@@ -13,7 +13,6 @@ VENV=${VENV:-benches/compare/.venv}
 cargo build --release --quiet
 BIN="${CARGO_TARGET_DIR:-target}/release/kubedrs"
 mkdir -p "$OUT"
-if [ $# -eq 0 ]; then set -- --pools small,medium,large; fi
 "$BIN" compare --out "$OUT" --python "$VENV/bin/python" "$@" | tee "$OUT/compare-stdout.md"
 "$VENV/bin/python" benches/compare/plot.py "$OUT"
 {

@@ -33,7 +33,7 @@ pub struct CompareArgs {
     #[arg(long, default_value = "docs/benchmarks")]
     pub out: PathBuf,
     /// Pools: small (20 nodes / 400 VMs), medium (100 / 2,000), large (1,000 / 20,000).
-    #[arg(long, value_delimiter = ',', default_value = "small,medium")]
+    #[arg(long, value_delimiter = ',', default_value = "small,medium,large")]
     pub pools: Vec<String>,
     /// Workloads: planetlab, bitbrains, spikes, maintenance.
     #[arg(long, value_delimiter = ',', default_value = "planetlab,bitbrains,spikes,maintenance")]
@@ -49,7 +49,7 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = 24)]
     pub hours: u64,
     /// Simulated hours on the large pool.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 6)]
     pub large_hours: u64,
     /// Mean CPU demand of the pool over the run, as a share of its capacity (trace runs).
     #[arg(long, default_value_t = 0.65)]
@@ -63,7 +63,7 @@ pub struct CompareArgs {
     #[arg(long, default_value = "benches/compare/bridge.py")]
     pub bridge: PathBuf,
     /// Time limit of one ProxLB or optimum solve, seconds.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 2.0)]
     pub time_limit: f64,
     /// Pools on which the optimum (and ProxLB) run: they are too slow beyond.
     #[arg(long, value_delimiter = ',', default_value = "small")]
