@@ -12,6 +12,9 @@ struct Cli {
 enum Command {
     /// Run a pool over simulated time with the engine, from a scenario file (no cluster needed).
     Simulate(kubedrs::sim::cli::SimulateArgs),
+    /// Run the same pools and traces under kube-scheduler, the descheduler, ProxLB, kubedrs (thresholds 1-5)
+    /// and the per-snapshot optimum, side by side, and write the figures (CSV, Markdown).
+    Compare(kubedrs::sim::compare::CompareArgs),
     /// Run the operator (reflectors, leader election, per-pool passes, metrics, optional webhook).
     Run(kubedrs::operator::run::RunArgs),
     /// Dry run against a live cluster: print the plan of each pool (nothing is written).
@@ -24,6 +27,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Simulate(args) => kubedrs::sim::cli::run(args),
+        Command::Compare(args) => kubedrs::sim::compare::run(args),
         Command::Run(args) => kubedrs::operator::run::run(args),
         Command::Plan(args) => kubedrs::operator::plan_cli::run(args),
         Command::Crd => {

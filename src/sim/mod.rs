@@ -8,10 +8,12 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod compare;
 pub mod cpu;
 pub mod divvy;
 pub mod metrics;
 pub mod migration;
+pub mod policies;
 pub mod report;
 pub mod run;
 pub mod scenario;
@@ -19,5 +21,5 @@ pub mod workload;
 pub mod yamlpos;
 
 pub use metrics::RunResult;
-pub use run::simulate;
+pub use run::{simulate, simulate_with};
 pub use scenario::{Scenario, ScenarioError};

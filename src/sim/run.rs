@@ -12,6 +12,7 @@ use super::metrics::{
     MigrationRecord, MigrationTotals, PassRecord, RunResult, Stats, StepRecorder, Summary, TimelineEntry, Timing,
     clock, r4, span,
 };
+use super::policies::{EnginePolicy, Policy, PolicyError};
 use super::scenario::{EventKind, Scenario, ScenarioError};
 use crate::engine::{self, Automation, Plan};
 use crate::quantity::human_bytes;
@@ -22,9 +23,19 @@ use std::time::Instant;
 
 const GIB: f64 = (1u64 << 30) as f64;
 
-/// Runs a scenario to its end. `progress(done, total)` is called after every step.
+/// Runs a scenario to its end with the kubedrs engine. `progress(done, total)` is called after every step.
 pub fn simulate(s: &Scenario, progress: &mut dyn FnMut(u64, u64)) -> Result<RunResult, ScenarioError> {
-    Run::new(s).go(progress)
+    simulate_with(s, &mut EnginePolicy, progress)
+}
+
+/// Runs a scenario to its end, asking `policy` for the plan of every pass. Whatever the policy, its plan is
+/// carried out the same way (automation level, concurrency limits, migration model, metrics).
+pub fn simulate_with(
+    s: &Scenario,
+    policy: &mut dyn Policy,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<RunResult, ScenarioError> {
+    Run::new(s, policy).go(progress)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -35,6 +46,7 @@ enum PassKind {
 
 struct Run<'a> {
     s: &'a Scenario,
+    policy: &'a mut dyn Policy,
     c: Cluster,
     steps: StepRecorder,
     passes: Vec<PassRecord>,
@@ -58,11 +70,12 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn new(s: &'a Scenario) -> Self {
+    fn new(s: &'a Scenario, policy: &'a mut dyn Policy) -> Self {
         let c = Cluster::new(s, ChaCha8Rng::seed_from_u64(s.seed));
         let new_pending = c.vms.iter().any(|v| v.status == VmStatus::Pending);
         Run {
             s,
+            policy,
             c,
             steps: StepRecorder::default(),
             passes: Vec::new(),
@@ -331,9 +344,14 @@ impl<'a> Run<'a> {
         self.new_pending = false;
         let (snapshot, index) = self.c.snapshot(t);
         let started_at = Instant::now();
-        let plan = engine::plan(&snapshot);
+        let plan = self.policy.plan(&snapshot);
         self.timing.push(started_at.elapsed().as_micros() as u64);
-        let plan = plan.map_err(|e| self.engine_error(t, &index, e))?;
+        let plan = plan.map_err(|e| match e {
+            PolicyError::Invalid(e) => self.engine_error(t, &index, e),
+            PolicyError::Failed(why) => {
+                self.s.error_at("", format!("at {} the policy {} failed: {why}", clock(t as f64), self.policy.name()))
+            }
+        })?;
         let automation = self.s.pool.automation;
         let mut rec = PassRecord {
             t,
