@@ -241,8 +241,8 @@ pub fn scenario(pool: PoolSize, workload: &str, hours: u64, args: &CompareArgs) 
                     y,
                     "  - {{prefix: bb{round}, count: {n}, vcpus: 1, memory: 1Gi, workload: {{cpu: {{bitbrains: {{first: 1}}}}, memory: {{bitbrains: {{first: 1}}}}}}}}"
                 );
-                for k in 0..n {
-                    sizes.push(size_of[k]);
+                for &size in &size_of[..n] {
+                    sizes.push(size);
                     shifts.push(round as f64 * 6.0 * 3600.0);
                 }
                 left -= n;

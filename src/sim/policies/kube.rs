@@ -375,7 +375,10 @@ mod tests {
         // (case, nodes as (name, cores, GiB, state), VMs already bound as (node, req cores, req GiB, demand cores),
         //  new VM (req cores, GiB, model), expected node)
         type NodeSpec = (&'static str, u64, u64, NodeState);
-        let cases: Vec<(&str, Vec<NodeSpec>, Vec<(&str, f64, f64, f64)>, (f64, f64, Option<&str>), Option<&str>)> = vec![
+        type Bound = (&'static str, f64, f64, f64);
+        type NewVm = (f64, f64, Option<&'static str>);
+        type Case = (&'static str, Vec<NodeSpec>, Vec<Bound>, NewVm, Option<&'static str>);
+        let cases: Vec<Case> = vec![
             (
                 "emptier by requests wins even when it is busier by usage",
                 vec![("a", 16, 64, NodeState::Ready), ("b", 16, 64, NodeState::Ready)],
