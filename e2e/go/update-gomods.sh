@@ -57,6 +57,15 @@ gen metrics-server metrics-server 1.24.4 "" "tool sigs.k8s.io/metrics-server/cmd
 gen helm helm 1.24.0 "" "tool helm.sh/helm/v3/cmd/helm" "" "require helm.sh/helm/v3 ${HELM_VERSION}"
 (cd "$here/helm" && go mod tidy)
 
+# --- descheduler ---------------------------------------------------------------
+# Its go.mod pins kube-openapi by a replace, which does not apply to a module that requires it: copy it.
+gen descheduler descheduler 1.26.0 "" "tool sigs.k8s.io/descheduler/cmd/descheduler" "" \
+  "require sigs.k8s.io/descheduler ${DESCHEDULER_VERSION}"
+desch_mod="$(cd "$here/descheduler" && GOFLAGS= go mod download -json "sigs.k8s.io/descheduler@${DESCHEDULER_VERSION}" |
+  sed -n 's/^\s*"GoMod": "\(.*\)",$/\1/p')"
+grep '^replace ' "$desch_mod" >>"$here/descheduler/go.mod" || true
+(cd "$here/descheduler" && go mod tidy)
+
 echo "wrapper modules regenerated"
 
 # --- KWOK manifests taken verbatim from the pinned KWOK module ----------------

@@ -3,6 +3,9 @@
 # Binaries are cached in e2e/.cache/bin/<component>-<version>/; a stamp file
 # records the go.sum hash + flags so a version bump rebuilds.
 
+# Not in common.sh: only build.sh and e2e/descheduler/build use it.
+DESCHEDULER_BIN="$BIN_ROOT/descheduler-$DESCHEDULER_VERSION"
+
 # Binary name for a main package: last path element, skipping a /vN suffix;
 # go.etcd.io/etcd/server/v3 is special-cased to "etcd".
 bin_name() {
@@ -46,7 +49,8 @@ check_gomods() {
   local spec dir mod ver
   for spec in "k8s k8s.io/kubernetes $K8S_VERSION" "etcd go.etcd.io/etcd/server/v3 $ETCD_VERSION" \
               "kwok sigs.k8s.io/kwok $KWOK_VERSION" "metrics-server sigs.k8s.io/metrics-server $METRICS_SERVER_VERSION" \
-              "helm helm.sh/helm/v3 $HELM_VERSION" "k8s k8s.io/api $K8S_STAGING_VERSION"; do
+              "helm helm.sh/helm/v3 $HELM_VERSION" "k8s k8s.io/api $K8S_STAGING_VERSION" \
+              "descheduler sigs.k8s.io/descheduler $DESCHEDULER_VERSION"; do
     read -r dir mod ver <<<"$spec"
     grep -qE "^\s*(require )?$mod( => $mod)? $ver\b" "$E2E_DIR/go/$dir/go.mod" ||
       die "e2e/go/$dir/go.mod does not pin $mod $ver from versions.env: run e2e/go/update-gomods.sh"
@@ -76,4 +80,15 @@ build_all() {
   go_build helm "$HELM_BIN" "$E2E_DIR/go/helm" \
     "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
     helm.sh/helm/v3/cmd/helm
+  # `e2e/cluster build` builds everything; `up` leaves the descheduler out (it is no part of the running
+  # cluster, so a fresh `up` does not wait minutes for it): tests build it through e2e/descheduler/build.
+  if [[ "${cmd:-}" == build ]]; then build_descheduler; fi
+}
+
+# The descheduler (sigs.k8s.io/descheduler), with the version ldflags its Makefile sets.
+build_descheduler() {
+  local p=sigs.k8s.io/descheduler/pkg/version
+  go_build descheduler "$DESCHEDULER_BIN" "$E2E_DIR/go/descheduler" \
+    "-s -w -X $p.version=$DESCHEDULER_VERSION -X $p.buildDate=1970-01-01T00:00:00Z -X $p.gitbranch=release -X $p.gitsha1=none" \
+    sigs.k8s.io/descheduler/cmd/descheduler
 }
