@@ -14,6 +14,7 @@
 
 pub mod external;
 pub mod kube;
+pub mod parity;
 
 use crate::engine::state::PoolState;
 use crate::engine::{self, InvalidSnapshot, Move, Placement, Plan, Reason, Snapshot, balance};
