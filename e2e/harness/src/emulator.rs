@@ -60,6 +60,15 @@ pub struct Config {
     pub unschedulable_timeout: Duration,
     /// Re-run a pass at least this often (timed steps).
     pub tick: Duration,
+    /// Serve and register virt-api's `pods/eviction` webhook ([`crate::eviction`]).
+    pub eviction_webhook: bool,
+    /// Its port on 127.0.0.1 (0: any free port; the registration names the bound one).
+    pub webhook_port: u16,
+    /// Name of its `ValidatingWebhookConfiguration`.
+    pub webhook_config_name: String,
+    /// The cluster-wide eviction strategy (`KubeVirt.spec.configuration.evictionStrategy`), for VMIs without
+    /// their own.
+    pub cluster_eviction_strategy: Option<String>,
 }
 
 impl Default for Config {
@@ -73,6 +82,10 @@ impl Default for Config {
             parallel_outbound_per_node: 2,
             unschedulable_timeout: Duration::from_secs(300),
             tick: Duration::from_millis(250),
+            eviction_webhook: true,
+            webhook_port: 0,
+            webhook_config_name: crate::eviction::CONFIG_NAME.to_string(),
+            cluster_eviction_strategy: None,
         }
     }
 }
@@ -107,6 +120,8 @@ struct Memory {
     phase_since: HashMap<String, Instant>,
     /// Per VMI uid: since when its active pod is missing.
     pod_missing_since: HashMap<String, Instant>,
+    /// Evacuation migrations created and not yet seen, per VMI `ns/name`.
+    expected_evacuations: HashMap<String, Instant>,
 }
 
 struct Stores {
@@ -136,6 +151,15 @@ pub async fn run(client: Client, cfg: Config) -> anyhow::Result<()> {
     }
     stores.pods.wait_until_ready().await?;
     stores.nodes.wait_until_ready().await?;
+    if cfg.eviction_webhook {
+        crate::eviction::serve(
+            client.clone(),
+            cfg.webhook_port,
+            &cfg.webhook_config_name,
+            cfg.cluster_eviction_strategy.clone(),
+        )
+        .await?;
+    }
     tracing::info!(?cfg, "kubevirt-emulator ready");
     let mut emu = Emulator { client, rng: ChaCha8Rng::seed_from_u64(cfg.seed), cfg, stores, mem: Memory::default() };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -147,6 +171,9 @@ pub async fn run(client: Client, cfg: Config) -> anyhow::Result<()> {
             _ = term.recv() => break,
         }
         emu.pass().await;
+    }
+    if emu.cfg.eviction_webhook {
+        crate::eviction::unregister(&emu.client, &emu.cfg.webhook_config_name).await;
     }
     tracing::info!("kubevirt-emulator stopped");
     Ok(())
@@ -283,6 +310,7 @@ impl Emulator {
             self.vmi(vmi, &view).await;
         }
         self.migrations(&view).await;
+        self.evacuations(&view).await;
     }
 
     // -----------------------------------------------------------------------------------------------------
@@ -761,6 +789,53 @@ impl Emulator {
         }
     }
 
+    // -----------------------------------------------------------------------------------------------------
+    // Evacuation (virt-controller's evacuation controller, see crate::eviction)
+    // -----------------------------------------------------------------------------------------------------
+
+    async fn evacuations(&mut self, view: &View) {
+        let seen: std::collections::HashSet<String> =
+            view.vmims.iter().map(crate::eviction::migration_vmi_key).collect();
+        self.mem.expected_evacuations.retain(|k, t| !seen.contains(k) && t.elapsed() < Duration::from_secs(30));
+        let pending: std::collections::BTreeSet<String> = self.mem.expected_evacuations.keys().cloned().collect();
+        let vmis: Vec<&Value> = view.vmis.values().collect();
+        let vmims: Vec<&Value> = view.vmims.iter().collect();
+        let active_pods = |v: &Value| {
+            let active: Vec<String> = at(v, &["status", "activePods"])
+                .and_then(Value::as_object)
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            view.pods.get(&uid(v)).map_or(0, |ps| ps.iter().filter(|p| active.contains(&uid(p))).count())
+        };
+        let limits = crate::eviction::Limits {
+            parallel_migrations: self.cfg.parallel_migrations,
+            parallel_outbound_per_node: self.cfg.parallel_outbound_per_node,
+        };
+        let chosen = crate::eviction::evacuation_candidates(
+            &vmis,
+            &vmims,
+            active_pods,
+            &pending,
+            self.cfg.cluster_eviction_strategy.as_deref(),
+            limits,
+        );
+        for (vmi_key, node) in chosen {
+            let (ns, name) = vmi_key.split_once('/').unwrap_or_default();
+            let obj = crate::eviction::evacuation_migration(ns, name, &node);
+            let api = Api::<DynamicObject>::namespaced_with(self.client.clone(), ns, &vmim_resource());
+            match serde_json::from_value::<DynamicObject>(obj) {
+                Ok(o) => match api.create(&post(), &o).await {
+                    Ok(m) => {
+                        tracing::info!(vmi = %vmi_key, %node, migration = %m.name_any(), "evacuation migration created");
+                        self.mem.expected_evacuations.insert(vmi_key, Instant::now());
+                    }
+                    Err(e) => tracing::warn!(vmi = %vmi_key, error = %e, "cannot create evacuation migration"),
+                },
+                Err(e) => tracing::warn!(vmi = %vmi_key, error = %e, "bad evacuation migration"),
+            }
+        }
+    }
+
     fn active_pod_name(&self, vmi: &Value, view: &View) -> Option<String> {
         let active: Vec<String> = at(vmi, &["status", "activePods"])
             .and_then(Value::as_object)
@@ -815,6 +890,8 @@ impl Emulator {
                 "nodeName": node,
                 "activePods": active_pods_patch(vmi, &uid(target), &node),
                 "migrationState": {"completed": true, "failed": false, "endTimestamp": end},
+                // The VMI left the node it was evacuated from (virt-handler's hand-over clears the mark).
+                "evacuationNodeName": null,
             }),
         )
         .await;

@@ -30,6 +30,19 @@ struct Args {
     /// KubeVirt's unschedulablePendingTimeoutSeconds for migration target pods.
     #[arg(long, default_value_t = 300)]
     unschedulable_timeout_secs: u64,
+    /// Port of the `pods/eviction` webhook on 127.0.0.1 (0: any free port; the registration names it).
+    #[arg(long, env = "EMULATOR_WEBHOOK_PORT", default_value_t = 0)]
+    webhook_port: u16,
+    /// Name of the webhook's ValidatingWebhookConfiguration (virt-operator's is virt-api-validator).
+    #[arg(long, env = "EMULATOR_WEBHOOK_CONFIG", default_value = kubedrs_e2e::eviction::CONFIG_NAME)]
+    webhook_config_name: String,
+    /// Do not serve or register the eviction webhook (evictions then delete launcher pods outright).
+    #[arg(long)]
+    no_eviction_webhook: bool,
+    /// Cluster-wide eviction strategy (KubeVirt.spec.configuration.evictionStrategy) for VMIs without one:
+    /// None, LiveMigrate, LiveMigrateIfPossible or External.
+    #[arg(long, value_parser = ["None", "LiveMigrate", "LiveMigrateIfPossible", "External"])]
+    cluster_eviction_strategy: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,6 +61,10 @@ fn main() -> anyhow::Result<()> {
         parallel_migrations: args.parallel_migrations.max(1),
         parallel_outbound_per_node: args.parallel_outbound.max(1),
         unschedulable_timeout: Duration::from_secs(args.unschedulable_timeout_secs),
+        eviction_webhook: !args.no_eviction_webhook,
+        webhook_port: args.webhook_port,
+        webhook_config_name: args.webhook_config_name,
+        cluster_eviction_strategy: args.cluster_eviction_strategy,
         ..kubedrs_e2e::emulator::Config::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
