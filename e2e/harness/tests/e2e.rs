@@ -654,3 +654,177 @@ async fn helm(s: &mut Scenario) -> anyhow::Result<()> {
     ensure!(applied == docs, "{applied} of {docs} objects accepted:\n{out}");
     Ok(())
 }
+
+/// (k) `kubectl drain` of a node with VMs, through KubeVirt's eviction webhook and evacuation controller
+/// (emulated): an eviction of a `LiveMigrate` VM's launcher pod is refused with 429 and KubeVirt's message
+/// and marks the VMI; the drain completes once each such VM has moved by exactly one evacuation migration,
+/// with none lost or restarted; an `evictionStrategy: None` VM's pod is evicted (and the VM restarts
+/// elsewhere, as KubeVirt's VM controller does). kubedrs runs (threshold 1: no balancing) and must neither
+/// act on nor count the migrations it did not create.
+#[tokio::test]
+async fn k_drain_evacuates_by_live_migration() -> anyhow::Result<()> {
+    let pool_nodes = nodes(0..4);
+    let mut s = Scenario::start("drain", &refs(&pool_nodes)).await?;
+    let r = drain(&mut s, &pool_nodes).await;
+    s.conclude(r).await
+}
+
+/// The launcher pod of a running VMI (its active pod).
+async fn active_launcher(s: &Scenario, vmi: &str) -> anyhow::Result<k8s_openapi::api::core::v1::Pod> {
+    let v = kubedrs_e2e::harness::to_json(s.vmis().get(vmi).await?);
+    let active: Vec<String> =
+        v["status"]["activePods"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+    let pods = s.pods().list(&ListParams::default().labels(&format!("vm.kubevirt.io/name={vmi}"))).await?;
+    pods.items
+        .into_iter()
+        .find(|p| p.metadata.uid.as_ref().is_some_and(|u| active.contains(u)))
+        .with_context(|| format!("no active launcher pod for {vmi}"))
+}
+
+/// Evicts a pod through the API; `Ok(None)` when the eviction was granted, `Ok(Some((code, message)))`
+/// when refused.
+async fn evict(s: &Scenario, pod: &str, dry_run: bool) -> anyhow::Result<Option<(u16, String)>> {
+    let ep = kube::api::EvictParams {
+        delete_options: Some(kube::api::DeleteParams { dry_run, ..Default::default() }),
+        post_options: kube::api::PostParams { dry_run, ..Default::default() },
+    };
+    // Without kube's default retry layer, which retries a 429 (up to 15 times, minutes): the test must see it.
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig_path())?;
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    cfg.default_retry = false;
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(kube::Client::try_from(cfg)?, &s.ns);
+    match pods.evict(pod, &ep).await {
+        Ok(_) => Ok(None),
+        Err(kube::Error::Api(st)) => Ok(Some((st.code, st.message.clone()))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn set_unschedulable(s: &Scenario, node: &str, on: bool) -> anyhow::Result<()> {
+    let patch = json!({"spec": {"unschedulable": if on { Some(true) } else { None }}});
+    s.nodes_api().patch(node, &PatchParams::default(), &Patch::Merge(patch)).await?;
+    Ok(())
+}
+
+async fn drain(s: &mut Scenario, pool_nodes: &[String]) -> anyhow::Result<()> {
+    // 4 GiB at 512 MiB/s: 8 s of copy, so a second eviction sees the evacuation in progress.
+    s.start_emulator(&["--migration-rate", "512", "--phase-step-ms", "100"])?;
+    let (_, metrics_port) = s.start_operator("0", &[])?;
+    let s = &*s;
+    let ns = s.ns.clone();
+    let node0 = pool_nodes[0].clone();
+    // Threshold 1: only mandatory moves, so kubedrs leaves the VMs parked on node 0 until the drain.
+    s.create_pool(json!({"migrationThreshold": 1})).await?;
+    for n in &pool_nodes[1..] {
+        set_unschedulable(s, n, true).await?;
+    }
+    let live: Vec<String> = (0..4).map(|i| format!("lm-{i}")).collect();
+    for v in &live {
+        s.create_vm(&vm(v)).await?;
+    }
+    let mut none_vm = vm("none-0").to_json(&ns);
+    none_vm["spec"]["template"]["spec"]["evictionStrategy"] = json!("None");
+    s.vms().create(&Default::default(), &serde_json::from_value(none_vm)?).await?;
+    let before = s.all_running(5, 2 * MIN).await?;
+    ensure!(before.values().all(|n| *n == node0), "not all VMs on {node0}: {before:?}");
+    for n in &pool_nodes[1..] {
+        set_unschedulable(s, n, false).await?;
+    }
+    let uids = s.vmi_uids().await?;
+
+    // The webhook answers (its registration reaches the API server asynchronously): a dry-run eviction is
+    // refused with KubeVirt's message and leaves no mark.
+    let pod0 = active_launcher(s, "lm-0").await?.name_any();
+    let triggered = format!("Eviction triggered evacuation of VMI \"{ns}/lm-0\"");
+    eventually("the eviction webhook refuses a dry-run eviction", MIN, || async {
+        Ok(match evict(s, &pod0, true).await? {
+            Some((429, m)) if m.contains(&triggered) => Ok(()),
+            other => Err(format!("{other:?}")),
+        })
+    })
+    .await?;
+    let mark = |v: &Value| str_at(v, &["status", "evacuationNodeName"]).unwrap_or_default().to_string();
+    let lm0 = kubedrs_e2e::harness::to_json(s.vmis().get("lm-0").await?);
+    ensure!(mark(&lm0).is_empty(), "a dry-run eviction marked lm-0: {:?}", mark(&lm0));
+    ensure!(s.list_vmims().await?.is_empty(), "a dry-run eviction created a migration");
+
+    // A real eviction through the API: 429, the mark, then "in progress" while the migration runs.
+    let refused = evict(s, &pod0, false).await?;
+    ensure!(
+        matches!(&refused, Some((429, m)) if m.contains("admission webhook \"virt-launcher-eviction-interceptor.kubevirt.io\" denied the request") && m.contains(&triggered)),
+        "eviction of {pod0}: {refused:?}"
+    );
+    let lm0 = kubedrs_e2e::harness::to_json(s.vmis().get("lm-0").await?);
+    ensure!(mark(&lm0) == node0, "lm-0 evacuationNodeName = {:?}, expected {node0}", mark(&lm0));
+    let again = evict(s, &pod0, false).await?;
+    ensure!(
+        matches!(&again, Some((429, m)) if m.contains(&format!("Evacuation in progress: {triggered}"))),
+        "second eviction of {pod0}: {again:?}"
+    );
+    let none_pod = active_launcher(s, "none-0").await?.name_any();
+
+    // kubectl drain: it cordons, evicts every pod and retries the refused ones every 5 s until they are gone.
+    let kubectl = tool("kubectl")?;
+    let t0 = std::time::Instant::now();
+    let mut cmd = std::process::Command::new(&kubectl);
+    cmd.arg("--kubeconfig").arg(kubeconfig_path()).args([
+        "drain",
+        &node0,
+        "--ignore-daemonsets",
+        "--delete-emptydir-data",
+        "--timeout=240s",
+    ]);
+    let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    std::fs::write(log_dir().join("drain-kubectl.log"), &text)?;
+    eprintln!("  kubectl drain took {:.1}s", t0.elapsed().as_secs_f64());
+    ensure!(out.status.success(), "kubectl drain failed:\n{text}");
+    ensure!(text.contains(&format!("node/{node0} drained")), "drain did not report the node drained:\n{text}");
+    ensure!(
+        text.contains("Eviction triggered evacuation of VMI") || text.contains("Evacuation in progress"),
+        "drain never met the webhook's refusal:\n{text}"
+    );
+    ensure!(text.contains(&format!("pod/{none_pod} evicted")), "the None VM's pod was not evicted:\n{text}");
+
+    // Every VM runs elsewhere; the LiveMigrate ones are the same VMIs (not restarted), each moved by exactly
+    // one evacuation migration; the None one was restarted (new VMI), as KubeVirt's VM controller does.
+    let after = s.all_running(5, 2 * MIN).await?;
+    ensure!(after.values().all(|n| *n != node0), "a VM is still on {node0}: {after:?}");
+    let pods_on_node0 = s.pods().list(&ListParams::default().fields(&format!("spec.nodeName={node0}"))).await?;
+    ensure!(
+        pods_on_node0.items.is_empty(),
+        "pods left on {node0}: {:?}",
+        pods_on_node0.items.iter().map(|p| p.name_any()).collect::<Vec<_>>()
+    );
+    let uids_after = s.vmi_uids().await?;
+    for v in &live {
+        ensure!(uids_after.get(v) == uids.get(v), "{v} was restarted (VMI UID changed)");
+    }
+    ensure!(uids_after.get("none-0") != uids.get("none-0"), "none-0's VMI survived the eviction of its pod");
+    let migs = s.migrations_settled(MIN).await?;
+    let per_vmi = migrations_per_vmi(&migs);
+    let want: BTreeMap<String, usize> = live.iter().map(|v| (v.clone(), 1)).collect();
+    ensure!(per_vmi == want, "migrations per VMI {per_vmi:?}, expected one per LiveMigrate VM");
+    for m in &migs {
+        let name = m["metadata"]["name"].as_str().unwrap_or_default();
+        ensure!(name.starts_with("kubevirt-evacuation-"), "migration {name} is not an evacuation migration");
+        ensure!(
+            m["metadata"]["annotations"]["kubevirt.io/evacuationMigration"] == node0.as_str(),
+            "{name}: {}",
+            m["metadata"]
+        );
+        ensure!(str_at(m, &["status", "phase"]) == Some("Succeeded"), "{name} ended {:?}", m["status"]["phase"]);
+        ensure!(m["metadata"]["labels"].get("kubedrs.io/pool").is_none(), "{name} carries kubedrs' label");
+    }
+    for v in s.list_vmis().await? {
+        ensure!(mark(&v).is_empty(), "{} still marked for evacuation after moving", v["metadata"]["name"]);
+    }
+    // kubedrs neither created nor counted any of them.
+    let metrics = http_get(metrics_port, "/metrics")?;
+    let counted = metric_value(&metrics, "kubedrs_migrations_total", &[("pool", s.pool.as_str())]).unwrap_or(0.0);
+    ensure!(counted == 0.0, "kubedrs counted {counted} migrations of its own");
+    let in_flight = s.pool_status().await?["migrations"]["inFlight"].as_u64().unwrap_or(0);
+    ensure!(in_flight == 0, "HostPool reports {in_flight} migrations in flight after the drain");
+    show("after the drain", &per_node(&after, pool_nodes));
+    Ok(())
+}
