@@ -715,7 +715,10 @@ async fn drain(s: &mut Scenario, pool_nodes: &[String]) -> anyhow::Result<()> {
     let node0 = pool_nodes[0].clone();
     // Threshold 1: only mandatory moves, so kubedrs leaves the VMs parked on node 0 until the drain.
     s.create_pool(json!({"migrationThreshold": 1})).await?;
-    for n in &pool_nodes[1..] {
+    // Every other node of the cluster is cordoned while the VMs start (so they all land on node 0); the
+    // nodes outside the pool stay cordoned (the reset uncordons them), so evacuations stay in the pool.
+    let others: Vec<String> = cluster_nodes(&s.client).await?.into_iter().filter(|n| *n != node0).collect();
+    for n in &others {
         set_unschedulable(s, n, true).await?;
     }
     let live: Vec<String> = (0..4).map(|i| format!("lm-{i}")).collect();
