@@ -56,14 +56,27 @@ pub fn plan(snapshot: &Snapshot) -> Result<Plan, InvalidSnapshot> {
             migration_secs: cost::migration_secs(vm.memory_size_bytes, vm.dirty_rate_bytes_per_sec, bw),
             recommend_only: vm.automation == VmAutomation::Manual,
             deferred: false,
-            why: format!(
-                "balance: {} at {:.0}% load, {} at {:.0}%; lowers the imbalance by {:.4}",
-                st.nodes[c.from].name,
-                c.load_from * 100.0,
-                st.nodes[c.to].name,
-                c.load_to * 100.0,
-                c.goodness
-            ),
+            why: match c.relieves {
+                Some((r, ratio)) => format!(
+                    "relieve: {} is short, its VMs are entitled to {:.0}% of its {}; {} at {:.0}% load takes one \
+                     (relief down to {:.0}%); lowers the imbalance by {:.4}",
+                    st.nodes[c.from].name,
+                    ratio * 100.0,
+                    if r == 0 { "CPU" } else { "memory" },
+                    st.nodes[c.to].name,
+                    c.load_to * 100.0,
+                    balance::HEADROOM * 100.0,
+                    c.goodness
+                ),
+                None => format!(
+                    "balance: {} at {:.0}% load, {} at {:.0}%; lowers the imbalance by {:.4}",
+                    st.nodes[c.from].name,
+                    c.load_from * 100.0,
+                    st.nodes[c.to].name,
+                    c.load_to * 100.0,
+                    c.goodness
+                ),
+            },
         });
     }
 

@@ -67,8 +67,8 @@ pub struct PoolState<'a> {
     /// Failed migrations of each VM in the last 24 hours and when the last one ended.
     pub failures_today: Vec<u32>,
     last_failure_at: Vec<Option<u64>>,
-    /// Nodes each VM left in the last 24 hours: going back there must pay twice (no turbulence).
-    pub left_recently: Vec<Vec<usize>>,
+    /// Nodes each VM left in the last 24 hours and when: going back there soon is ping-pong (no turbulence).
+    pub left_recently: Vec<Vec<(usize, u64)>>,
     slots: Slots,
 }
 
@@ -119,7 +119,7 @@ impl<'a> PoolState<'a> {
         let mut last_move_at: Vec<Option<u64>> = vec![None; vms.len()];
         let mut failures_today = vec![0u32; vms.len()];
         let mut last_failure_at: Vec<Option<u64>> = vec![None; vms.len()];
-        let mut left_recently: Vec<Vec<usize>> = vec![Vec::new(); vms.len()];
+        let mut left_recently: Vec<Vec<(usize, u64)>> = vec![Vec::new(); vms.len()];
         for past in &snap.history {
             let Some(&v) = vm_index.get(past.vm.as_str()) else { continue };
             let today = snap.now.saturating_sub(past.at) < DAY_SECS;
@@ -128,7 +128,7 @@ impl<'a> PoolState<'a> {
                 moves_today[v] += u32::from(today);
                 last_move_at[v] = latest(last_move_at[v]);
                 if let (true, Some(&h)) = (today, node_index.get(past.from.as_str())) {
-                    left_recently[v].push(h);
+                    left_recently[v].push((h, past.at));
                 }
             } else {
                 failures_today[v] += u32::from(today);
@@ -406,6 +406,17 @@ impl<'a> PoolState<'a> {
         self.slots.out_used[from] += 1;
         self.slots.in_used[to] += 1;
         true
+    }
+
+    /// Entitlement over capacity of one resource on a node (above 1: the node cannot give its VMs what
+    /// they are entitled to).
+    pub fn ratio(&self, h: usize, r: usize) -> f64 {
+        self.node_ent[h][r] / self.cap[h][r]
+    }
+
+    /// Seconds since the VM last left node `h`, if it did in the last 24 hours.
+    pub fn since_left(&self, v: usize, h: usize) -> Option<u64> {
+        self.left_recently[v].iter().filter(|(n, _)| *n == h).map(|(_, at)| self.snap.now.saturating_sub(*at)).min()
     }
 
     /// Largest minus smallest combined load over the nodes that can take VMs.

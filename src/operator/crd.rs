@@ -99,7 +99,10 @@ pub struct HostPoolSpec {
     pub automation: AutomationLevel,
 
     /// How hard kubedrs balances: 1 applies only mandatory moves (maintenance, rules, reservations),
-    /// 5 is the most aggressive balancing. The target imbalance is 0.1 * (5 - threshold) / sqrt(nodes).
+    /// 5 is the most aggressive balancing. The target imbalance is 0.1 * (5 - threshold) / sqrt(min(nodes, 16));
+    /// a move must close a gap between two nodes wider than 15/10/5/2.5 points (thresholds 2/3/4/5) plus
+    /// the VM's own load; a node whose VMs are entitled to more CPU or memory than it has is relieved first,
+    /// down to 90%.
     #[serde(default = "default_migration_threshold")]
     #[schemars(range(min = 1, max = 5))]
     pub migration_threshold: u8,
