@@ -194,7 +194,7 @@ fn state_of(
             format!("{} of {} VM(s) cannot leave: {}", blocked.len(), left.len(), self::list(&shown, 5)),
         );
     }
-    (STATE_ENTERING, format!("{} VM(s) left, {leaving} migrating: {list}", left.len()))
+    (STATE_ENTERING, format!("{} VM(s) left ({leaving} migrating now): {list}", left.len()))
 }
 
 fn list(items: &[&str], max: usize) -> String {
