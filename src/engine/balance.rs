@@ -93,7 +93,7 @@ pub fn balance(st: &mut PoolState) -> (Vec<Chosen>, String) {
     let mut chosen = Vec::new();
     let stop = loop {
         let imbalance = st.imbalance();
-        let hot = hottest(st).filter(|&(_, peak)| peak > 1.0);
+        let hot = shortest(st);
         if imbalance <= target && st.load_spread() <= gap && hot.is_none() {
             break format!(
                 "within target: imbalance {imbalance:.3} <= {target:.3}, spread {:.2} <= {gap:.2}, no node short",
@@ -120,10 +120,7 @@ pub fn balance(st: &mut PoolState) -> (Vec<Chosen>, String) {
         let ssd_before = st.ssd();
         let imbalance_before = st.imbalance();
         let (load_from, load_to) = (st.load(c.from), st.load(c.to));
-        let relieves = (0..2)
-            .map(|r| (r, st.ratio(c.from, r)))
-            .filter(|&(_, ratio)| ratio > 1.0)
-            .max_by(|a, b| a.1.total_cmp(&b.1));
+        let relieves = st.short(c.from);
         st.remove(c.vm);
         st.place(c.vm, c.to);
         st.reason[c.vm] = Some(Reason::Balance);
@@ -154,11 +151,11 @@ fn target_ok(st: &PoolState, v: usize, s: usize, t: usize, manual: bool) -> bool
         && (manual || st.slot_free(s, t))
 }
 
-/// The counted node with the highest CPU or memory entitlement ratio, and that ratio.
-fn hottest(st: &PoolState) -> Option<(usize, f64)> {
+/// The counted node most short of CPU or memory, and its entitlement ratio on that resource.
+fn shortest(st: &PoolState) -> Option<(usize, f64)> {
     (0..st.nodes.len())
         .filter(|&h| st.counted[h])
-        .map(|h| (h, st.ratio(h, 0).max(st.ratio(h, 1))))
+        .filter_map(|h| st.short(h).map(|(_, ratio)| (h, ratio)))
         .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
 }
 
@@ -170,14 +167,15 @@ fn relief_move(st: &PoolState) -> Option<Candidate> {
         (0..2).map(|r| st.ratio(h, r) - less[r] / st.cap[h][r] - HEADROOM).fold(0.0, f64::max)
     };
     let mut hot: Vec<(usize, f64)> = (0..st.nodes.len())
-        .filter(|&h| st.counted[h] && (0..2).any(|r| st.ratio(h, r) > 1.0))
+        .filter(|&h| st.counted[h] && st.short(h).is_some())
         .map(|h| (h, excess(h, [0.0; 2])))
         .filter(|e| e.1 > 0.0)
         .collect();
     hot.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     let targets: Vec<usize> = (0..st.nodes.len()).filter(|&h| st.nodes[h].state.accepts_vms()).collect();
     let ssd = st.ssd();
-    let mut best: Option<(f64, f64, Candidate)> = None;
+    // The best move so far and the relief it brings; its score is its gain.
+    let mut best: Option<(f64, Candidate)> = None;
     for &(s, before) in hot.iter().take(FIRST_SOURCES) {
         for &v in &st.node_vms[s] {
             let vm = st.vms[v];
@@ -201,17 +199,17 @@ fn relief_move(st: &PoolState) -> Option<Candidate> {
                 if gain <= 0.0 {
                     continue;
                 }
-                let better = best.as_ref().is_none_or(|(r, g, _)| match relief.total_cmp(r) {
-                    Ordering::Equal => gain > *g,
+                let better = best.as_ref().is_none_or(|(r, b)| match relief.total_cmp(r) {
+                    Ordering::Equal => gain > b.score,
                     o => o == Ordering::Greater,
                 });
                 if better {
-                    best = Some((relief, gain, Candidate { score: gain, vm: v, from: s, to: t }));
+                    best = Some((relief, Candidate { score: gain, vm: v, from: s, to: t }));
                 }
             }
         }
     }
-    best.map(|(_, _, c)| c)
+    best.map(|(_, c)| c)
 }
 
 fn best_move(st: &PoolState) -> Option<Candidate> {
@@ -281,7 +279,7 @@ fn best_from(st: &PoolState, loads: &[f64], s: usize, targets: &[usize]) -> Opti
                 continue;
             }
             // Relieving a node short of CPU or memory always pays; otherwise the move must earn its migration.
-            let relieves_overload = (0..2).any(|r| st.ratio(s, r) > 1.0);
+            let relieves_overload = st.short(s).is_some();
             let going_back = if st.since_left(v, t).is_some() { 2.0 } else { 1.0 };
             if !relieves_overload && cost::benefit_secs(loads[s] - loads[t], moved) < going_back * risk * migration {
                 continue;

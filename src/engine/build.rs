@@ -6,6 +6,16 @@ use super::model::*;
 
 const GIB: u64 = 1 << 30;
 
+/// Cores to millicores, rounded: 1.001 cores is 1001m, where truncating 1000.9999... would give 1000.
+pub fn millis(cores: f64) -> u64 {
+    (cores * 1000.0).round() as u64
+}
+
+/// GiB to bytes, rounded.
+pub fn bytes(gib: f64) -> u64 {
+    (gib * GIB as f64).round() as u64
+}
+
 impl Node {
     /// A ready node with 16 cores and 64 GiB.
     pub fn test(name: &str) -> Node {
@@ -87,14 +97,14 @@ impl Vm {
 
     /// Demand in cores and GiB.
     pub fn demand(mut self, cores: f64, gib: f64) -> Self {
-        self.demand = Resources::new((cores * 1000.0) as u64, (gib * GIB as f64) as u64);
+        self.demand = Resources::new(millis(cores), bytes(gib));
         self
     }
 
     /// Reservation in cores and GiB.
     pub fn reserve(mut self, cores: f64, gib: f64) -> Self {
-        self.cpu.reservation = (cores * 1000.0) as u64;
-        self.memory.reservation = (gib * GIB as f64) as u64;
+        self.cpu.reservation = millis(cores);
+        self.memory.reservation = bytes(gib);
         self
     }
 

@@ -83,8 +83,8 @@ pub fn plan(snapshot: &Snapshot) -> Result<Plan, InvalidSnapshot> {
     let loads = (0..st.nodes.len())
         .map(|h| NodeLoad {
             node: st.nodes[h].name.clone(),
-            cpu: st.node_ent[h][0] / st.cap[h][0],
-            memory: st.node_ent[h][1] / st.cap[h][1],
+            cpu: st.ratio(h, 0),
+            memory: st.ratio(h, 1),
             combined: st.load(h),
             vms: st.node_vms[h].len(),
             counted: st.counted[h],

@@ -414,6 +414,12 @@ impl<'a> PoolState<'a> {
         self.node_ent[h][r] / self.cap[h][r]
     }
 
+    /// The resource (0 CPU, 1 memory) node `h` is short of, i.e. whose entitlement is above its capacity, and
+    /// that ratio; the larger one when it is short of both.
+    pub fn short(&self, h: usize) -> Option<(usize, f64)> {
+        (0..2).map(|r| (r, self.ratio(h, r))).filter(|&(_, ratio)| ratio > 1.0).max_by(|a, b| a.1.total_cmp(&b.1))
+    }
+
     /// Seconds since the VM last left node `h`, if it did in the last 24 hours.
     pub fn since_left(&self, v: usize, h: usize) -> Option<u64> {
         self.left_recently[v].iter().filter(|(n, _)| *n == h).map(|(_, at)| self.snap.now.saturating_sub(*at)).min()

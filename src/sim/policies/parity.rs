@@ -5,11 +5,10 @@
 //! through the file (see `e2e/descheduler/README.md`).
 
 use super::kube::{Descheduler, Res, Scheduler};
+use crate::engine::build::{bytes, millis};
 use crate::engine::{Node, Resources, Snapshot, Vm};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
-
-const GIB: f64 = (1u64 << 30) as f64;
 
 /// The file's top level.
 #[derive(Debug, Deserialize)]
@@ -177,8 +176,6 @@ impl Case {
     /// The pool as the simulator sees it: VMs with the pods' usage as demand and their requests as
     /// reservations.
     pub fn snapshot(&self) -> Snapshot {
-        let millis = |cores: f64| (cores * 1000.0).round() as u64;
-        let bytes = |gib: f64| (gib * GIB).round() as u64;
         let nodes = self
             .nodes
             .iter()
@@ -188,12 +185,8 @@ impl Case {
             .pods
             .iter()
             .map(|p| {
-                let mut vm = Vm::test(&p.name).on(&p.node);
                 let r = p.requests();
-                vm.demand = Resources::new(millis(p.cpu), bytes(p.memory));
-                vm.cpu.reservation = millis(r.cpu);
-                vm.memory.reservation = bytes(r.memory);
-                vm
+                Vm::test(&p.name).on(&p.node).demand(p.cpu, p.memory).reserve(r.cpu, r.memory)
             })
             .collect();
         Snapshot::test(nodes, vms)
