@@ -835,6 +835,7 @@ pub fn node_view(n: &KubeNode) -> NodeView {
         unschedulable: n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
         cordoned_by_kubedrs: get(keys::CORDONED_BY_KUBEDRS).is_some_and(|v| v == "true"),
         state: get(keys::MAINTENANCE_STATE),
+        state_label: n.metadata.labels.as_ref().and_then(|l| l.get(keys::MAINTENANCE_STATE)).cloned(),
         message: get(keys::MAINTENANCE_MESSAGE),
     }
 }
