@@ -68,7 +68,7 @@ pub struct CompareArgs {
     /// Pools on which the optimum (and ProxLB) run: they are too slow beyond.
     #[arg(long, value_delimiter = ',', default_value = "small")]
     pub external_pools: Vec<String>,
-    /// Folder of the traces (default: shared/traces in this folder or one above it).
+    /// Folder of the traces (default: data/traces, the repository's, in this folder or one above it).
     #[arg(long)]
     pub traces: Option<PathBuf>,
 }
@@ -141,19 +141,22 @@ const PLANETLAB_DAYS: [(&str, usize); 5] =
     [("20110303", 1052), ("20110306", 898), ("20110309", 1061), ("20110322", 1516), ("20110325", 1078)];
 const NEW_MODEL: &str = "Icelake-Server-noTSX";
 
-/// Finds `shared/traces` in the current folder or one above it.
+/// Finds `data/traces` (the repository's) in the current folder or one above it.
 fn find_traces(given: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(p) = given {
         return Ok(p.clone());
     }
     let mut dir = std::env::current_dir()?;
     loop {
-        let t = dir.join("shared/traces");
+        let t = dir.join(super::scenario::DEFAULT_TRACES);
         if t.is_dir() {
             return Ok(t);
         }
         if !dir.pop() {
-            bail!("shared/traces not found here or above: give --traces");
+            bail!(
+                "{} not found here or above (run from the repository): give --traces",
+                super::scenario::DEFAULT_TRACES
+            );
         }
     }
 }
