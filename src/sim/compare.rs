@@ -25,12 +25,15 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 const GIB: u64 = 1 << 30;
+/// Where `kubedrs compare` writes unless told: a folder of its own (ignored by git), never the docs.
+pub const DEFAULT_OUT: &str = "out/compare";
 
 /// Arguments of `kubedrs compare`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CompareArgs {
-    /// Folder for the CSV and Markdown results.
-    #[arg(long, default_value = "docs/benchmarks")]
+    /// Folder for the CSV and Markdown results (created; the published figures in docs/benchmarks are
+    /// written only when asked: `--out docs/benchmarks`, as benches/compare/run.sh does).
+    #[arg(long, default_value = DEFAULT_OUT)]
     pub out: PathBuf,
     /// Pools: small (20 nodes / 400 VMs), medium (100 / 2,000), large (1,000 / 20,000).
     #[arg(long, value_delimiter = ',', default_value = "small,medium,large")]
