@@ -4,7 +4,7 @@
 //! and where `compare` writes.
 #![allow(clippy::unwrap_used)]
 
-use kubedrs::sim::{Scenario, insight, report, simulate};
+use kubedrs_sim::{Scenario, insight, report, simulate};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -64,7 +64,7 @@ vms:
     let i = insight::of(&s, &r);
     let st = i.stopped_above_target.clone().expect("balancing stops above target");
     assert!(st.imbalance > st.target && !st.why.is_empty(), "{st:?}");
-    let t = kubedrs::sim::cli::text(&s, &r, &i, true);
+    let t = kubedrs_sim::cli::text(&s, &r, &i, true);
     assert!(t.contains("balancing stopped") && t.contains(&st.why), "{t}");
 }
 
@@ -202,7 +202,7 @@ fn compare_writes_to_its_own_folder_unless_told() {
     #[derive(Parser)]
     struct Cli {
         #[command(flatten)]
-        args: kubedrs::sim::compare::CompareArgs,
+        args: kubedrs_sim::compare::CompareArgs,
     }
     let cli = Cli::parse_from(["compare"]);
     assert_eq!(cli.args.out, PathBuf::from("out/compare"));
@@ -232,7 +232,7 @@ fn a_vm_going_back_and_forth_counts_as_oscillation() {
         .collect();
     let o = insight::of(&s, &r).oscillation;
     assert_eq!((o.returns_within_day, o.most_moves_in_a_day), (2, 3));
-    let t = kubedrs::sim::cli::text(&s, &r, &insight::of(&s, &r), true);
+    let t = kubedrs_sim::cli::text(&s, &r, &insight::of(&s, &r), true);
     let line = t.lines().find(|l| l.trim_start().starts_with("oscillation")).unwrap();
     assert!(line.contains("2 returns") && line.contains("in a day: 3 (web-1)"), "{line}");
 }
