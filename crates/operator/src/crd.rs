@@ -466,7 +466,7 @@ pub struct ActiveMigration {
 pub struct MigrationTotal {
     /// `balance`, `maintenance`, `rule` or `placement`.
     pub reason: String,
-    /// `succeeded`, `failed` or `aborted`.
+    /// `succeeded`, `failed` (KubeVirt's phase) or `refused` (the API server refused to create it).
     pub result: String,
     /// How many.
     pub count: u64,
