@@ -121,10 +121,10 @@ fn metric_names_and_labels_in_the_docs_are_the_ones_the_operator_exposes() {
                 for kv in inner.split(',') {
                     let key = kv.split('=').next().unwrap().trim();
                     assert!(labels.contains(key), "{file}: {name} has no label {key:?} (it has {labels:?})");
-                    if let Some(v) = kv.split_once('=').map(|(_, v)| v.trim_matches('"')) {
-                        if key == "result" {
-                            assert!(["succeeded", "failed", "refused"].contains(&v), "{file}: {name}{{result={v}}}");
-                        }
+                    if let Some(v) = kv.split_once('=').map(|(_, v)| v.trim_matches('"'))
+                        && key == "result"
+                    {
+                        assert!(["succeeded", "failed", "refused"].contains(&v), "{file}: {name}{{result={v}}}");
                     }
                 }
             }
