@@ -8,12 +8,13 @@
 FROM docker.io/library/rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-# --target keeps build scripts and proc macros dynamic; only the binary is linked statically (glibc).
+# --target keeps build scripts and proc macros dynamic; only the binary is linked statically (glibc). Debug
+# info is stripped (136 MB -> 28 MB); symbols stay, so a backtrace still names functions.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build --release --locked --target x86_64-unknown-linux-gnu --bin kubedrs \
- && cp target/x86_64-unknown-linux-gnu/release/kubedrs /usr/local/bin/kubedrs
+ && strip --strip-debug -o /usr/local/bin/kubedrs target/x86_64-unknown-linux-gnu/release/kubedrs
 
 FROM scratch
 COPY --from=build /usr/local/bin/kubedrs /usr/local/bin/kubedrs

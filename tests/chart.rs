@@ -303,10 +303,12 @@ fn the_dockerfile_and_the_ci_image_agree() {
         assert!(last.contains(line), "Dockerfile final stage: {line}");
     }
     assert!(docker.contains("crt-static"), "a static binary, as .ci/image builds it");
+    assert!(docker.contains("strip --strip-debug"), "debug info stripped, as .ci/image does");
     let ci = std::fs::read_to_string(repo().join(".ci/image")).unwrap();
     for part in [
         "from scratch",
-        "\"$BIN\" /usr/local/bin/kubedrs",
+        "\"$OUT/kubedrs\" /usr/local/bin/kubedrs",
+        "strip --strip-debug",
         "--user 65532:65532 --entrypoint '[\"/usr/local/bin/kubedrs\"]' --cmd run",
         "crt-static",
     ] {

@@ -589,7 +589,7 @@ pub fn markdown(rows: &[Row]) -> String {
 /// `kubedrs compare`.
 pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     let rows = compare(&args, &mut |line| eprintln!("{line}"))?;
-    print!("{}", markdown(&rows));
+    super::cli::emit(&markdown(&rows))?;
     eprintln!("wrote {}/compare.csv, compare-series.csv, compare.md", args.out.display());
     Ok(())
 }
