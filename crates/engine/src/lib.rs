@@ -21,6 +21,7 @@ pub mod build;
 mod cost;
 pub mod cpu;
 mod entitlement;
+mod gate;
 mod mandatory;
 mod model;
 mod plan;
@@ -30,6 +31,7 @@ mod validate;
 pub use balance::{HEADROOM, PING_PONG_SECS, band, target_imbalance};
 pub use cost::migration_secs;
 pub use entitlement::{Claim, deliver, divvy};
+pub use gate::{Gate, Verdict};
 pub use model::*;
 pub use plan::*;
 

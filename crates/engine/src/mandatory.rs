@@ -94,7 +94,7 @@ fn movable_or_block(st: &PoolState, found: &mut Findings, vms: Vec<usize>, wante
         let blocked = if st.in_flight[v] {
             Some(BlockedReason::InFlight)
         } else if let Some(retry_in_secs) = st.backoff_left(v) {
-            Some(BlockedReason::BackingOff { failures: st.failures_today[v], retry_in_secs })
+            Some(BlockedReason::BackingOff { failures: st.failures_in_a_row[v], retry_in_secs })
         } else if vm.automation == VmAutomation::Disabled {
             Some(BlockedReason::AutomationDisabled)
         } else if !vm.live_migratable {

@@ -415,6 +415,34 @@ pub struct PoolSettings {
     pub cooldown_secs: u64,
     /// Network bandwidth a migration gets, bytes per second (migration time and cost).
     pub migration_bandwidth_bytes_per_sec: u64,
+    /// How long a VM whose migration failed waits before kubedrs tries it again.
+    #[serde(default)]
+    pub failure_backoff: Backoff,
+}
+
+/// Exponential backoff after failed migrations: `base_secs` after the first failure since the VM's last
+/// successful migration, doubling per further failure, at most `max_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backoff {
+    pub base_secs: u64,
+    pub max_secs: u64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { base_secs: 300, max_secs: 4 * 3600 }
+    }
+}
+
+impl Backoff {
+    /// The wait after `failures` failures in a row (0: none).
+    pub fn wait_secs(&self, failures: u32) -> u64 {
+        if failures == 0 {
+            return 0;
+        }
+        let doubled = self.base_secs.saturating_mul(1u64 << failures.saturating_sub(1).min(20));
+        doubled.min(self.max_secs)
+    }
 }
 
 impl Default for PoolSettings {
@@ -430,15 +458,18 @@ impl Default for PoolSettings {
             cooldown_secs: 3600,
             // 1 GiB/s: a 10 GbE link, shared.
             migration_bandwidth_bytes_per_sec: 1 << 30,
+            failure_backoff: Backoff::default(),
         }
     }
 }
 
-/// A migration already running: it holds concurrency slots, and its VM is counted on the target.
+/// A migration already running, whoever started it: it holds concurrency slots, its VM is not moved again,
+/// and the VM is counted on the target (on the source while the target is not known).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InFlight {
     pub vm: String,
     pub source: String,
+    /// Empty when not known yet (a migration kubedrs did not create, not scheduled yet).
     pub target: String,
 }
 

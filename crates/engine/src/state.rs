@@ -4,7 +4,7 @@
 //! O(1) in the pool size and the imbalance after a candidate move is known without a rescan.
 
 use super::entitlement::pool_entitlements;
-use super::model::{Enforcement, Node, NodeState, Resource, Rule, RuleKind, Snapshot, Vm, VmAutomation};
+use super::model::{Enforcement, Node, NodeState, PastMove, Resource, Rule, RuleKind, Snapshot, Vm, VmAutomation};
 use super::plan::Reason;
 use std::collections::HashMap;
 
@@ -64,7 +64,8 @@ pub struct PoolState<'a> {
     pub moves_today: Vec<u32>,
     pub last_move_at: Vec<Option<u64>>,
     /// Failed migrations of each VM in the last 24 hours and when the last one ended.
-    pub failures_today: Vec<u32>,
+    /// Failed migrations since the VM's last successful one (within the 24 h history).
+    pub failures_in_a_row: Vec<u32>,
     last_failure_at: Vec<Option<u64>>,
     /// Nodes each VM left in the last 24 hours and when: going back there soon is ping-pong (no turbulence).
     pub left_recently: Vec<Vec<(usize, u64)>>,
@@ -101,36 +102,43 @@ impl<'a> PoolState<'a> {
         let mut out_used = vec![0u32; n];
         let mut in_used = vec![0u32; n];
         for m in &snap.in_flight {
-            let (Some(&v), Some(&s), Some(&t)) =
-                (vm_index.get(m.vm.as_str()), node_index.get(m.source.as_str()), node_index.get(m.target.as_str()))
-            else {
-                continue;
-            };
+            let Some(&v) = vm_index.get(m.vm.as_str()) else { continue };
             in_flight[v] = true;
-            origin[v] = Some(t);
-            held_on_source.push((v, s));
-            out_used[s] += 1;
-            in_used[t] += 1;
+            let (s, t) = (node_index.get(m.source.as_str()).copied(), node_index.get(m.target.as_str()).copied());
+            if let Some(s) = s {
+                out_used[s] += 1;
+            }
+            // A target not known yet (someone else's migration, not scheduled): the VM stays on its source.
+            if let (Some(s), Some(t)) = (s, t) {
+                origin[v] = Some(t);
+                held_on_source.push((v, s));
+                in_used[t] += 1;
+            }
         }
         let pool_left = snap.pool.concurrency.per_pool.saturating_sub(snap.in_flight.len() as u32);
 
         let mut moves_today = vec![0u32; vms.len()];
         let mut last_move_at: Vec<Option<u64>> = vec![None; vms.len()];
-        let mut failures_today = vec![0u32; vms.len()];
+        let mut failures_in_a_row = vec![0u32; vms.len()];
         let mut last_failure_at: Vec<Option<u64>> = vec![None; vms.len()];
         let mut left_recently: Vec<Vec<(usize, u64)>> = vec![Vec::new(); vms.len()];
-        for past in &snap.history {
+        // Oldest first, so that a success resets the failures before it whatever the input order.
+        let mut history: Vec<&PastMove> = snap.history.iter().collect();
+        history.sort_by(|a, b| (a.at, &a.vm, a.succeeded).cmp(&(b.at, &b.vm, b.succeeded)));
+        for past in history {
             let Some(&v) = vm_index.get(past.vm.as_str()) else { continue };
             let today = snap.now.saturating_sub(past.at) < DAY_SECS;
             let latest = |t: Option<u64>| Some(t.map_or(past.at, |t: u64| t.max(past.at)));
             if past.succeeded {
+                failures_in_a_row[v] = 0;
+                last_failure_at[v] = None;
                 moves_today[v] += u32::from(today);
                 last_move_at[v] = latest(last_move_at[v]);
                 if let (true, Some(&h)) = (today, node_index.get(past.from.as_str())) {
                     left_recently[v].push((h, past.at));
                 }
-            } else {
-                failures_today[v] += u32::from(today);
+            } else if today {
+                failures_in_a_row[v] += 1;
                 last_failure_at[v] = latest(last_failure_at[v]);
             }
         }
@@ -181,7 +189,7 @@ impl<'a> PoolState<'a> {
             vm_rules,
             moves_today,
             last_move_at,
-            failures_today,
+            failures_in_a_row,
             last_failure_at,
             left_recently,
             slots: Slots { pool_left, out_used, in_used },
@@ -363,12 +371,11 @@ impl<'a> PoolState<'a> {
         !self.in_flight[v] && vm.automation != VmAutomation::Disabled && vm.live_migratable
     }
 
-    /// Seconds left before a VM whose migrations failed may be tried again: 5 minutes after the first
-    /// failure, doubling per failure in the last 24 hours, at most 4 hours.
+    /// Seconds left before a VM whose migrations failed may be tried again: the pool's backoff after the
+    /// first failure, doubling per failure since the VM's last success (within 24 hours), capped.
     pub fn backoff_left(&self, v: usize) -> Option<u64> {
         let last = self.last_failure_at[v]?;
-        let failures = self.failures_today[v].max(1);
-        let wait = (300u64 << (failures - 1).min(6)).min(4 * 3600);
+        let wait = self.snap.pool.failure_backoff.wait_secs(self.failures_in_a_row[v].max(1));
         let waited = self.snap.now.saturating_sub(last);
         wait.checked_sub(waited).filter(|&left| left > 0)
     }

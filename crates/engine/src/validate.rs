@@ -105,7 +105,9 @@ pub fn validate(s: &Snapshot) -> Result<(), InvalidSnapshot> {
             return err(format!("in_flight[{i}].vm"), format!("unknown VM {:?}", m.vm));
         }
         for (field, node) in [("source", &m.source), ("target", &m.target)] {
-            if !nodes.contains(node.as_str()) {
+            // An empty target: not scheduled yet.
+            let unscheduled = field == "target" && node.is_empty();
+            if !unscheduled && !nodes.contains(node.as_str()) {
                 return err(format!("in_flight[{i}].{field}"), format!("unknown node {node:?}"));
             }
         }

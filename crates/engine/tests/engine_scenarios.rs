@@ -303,6 +303,22 @@ fn a_vm_whose_migration_failed_backs_off_and_the_plan_says_when_it_retries() {
     assert_eq!(plan.blocked[0].reason, BlockedReason::BackingOff { failures: 2, retry_in_secs: 300 });
     snap.now = 20_000;
     assert!(kubedrs_engine::plan(&snap).unwrap().blocked.is_empty());
+
+    // A success in between starts the count again: one failure since, so the first wait (it once counted
+    // every failure of the day, and the operator's own copy counted since the last success).
+    snap.now = 10_000;
+    let succeeded = kubedrs_engine::PastMove { succeeded: true, ..failed(9_000) };
+    snap.history = vec![failed(9_800), failed(8_000), succeeded];
+    let plan = kubedrs_engine::plan(&snap).unwrap();
+    assert_eq!(plan.blocked[0].reason, BlockedReason::BackingOff { failures: 1, retry_in_secs: 100 });
+
+    // The pool's policy sets the first wait (`kubedrs run --failure-backoff`), shorter than 5 minutes too.
+    snap.pool.failure_backoff = kubedrs_engine::Backoff { base_secs: 60, max_secs: 3600 };
+    snap.history = vec![failed(9_900), failed(9_950)];
+    let plan = kubedrs_engine::plan(&snap).unwrap();
+    assert_eq!(plan.blocked[0].reason, BlockedReason::BackingOff { failures: 2, retry_in_secs: 70 });
+    snap.now = 10_071;
+    assert!(kubedrs_engine::plan(&snap).unwrap().blocked.is_empty());
 }
 
 #[test]

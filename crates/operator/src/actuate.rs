@@ -1,19 +1,13 @@
-//! **actuate**: the one place that turns a plan into actions, owning every limit.
+//! **actuate**: turns a gated plan into actions (the vocabulary every later step speaks: [`Action`],
+//! [`EventSpec`]).
 //!
-//! Pipeline: observe -> plan -> **actuate** -> status. [`decide`] is a pure function from the pass's inputs
-//! (the plan, kubedrs' migrations from the reflector, the pending pods kubedrs schedules, the pool's
-//! automation level, `paused`, `--dry-run`, the clock) to a list of [`Action`]s and the recommendations the
-//! status shows. It holds, in this order:
-//!
-//! 1. `paused` and the automation level (Manual: nothing; PartiallyAutomated: placement and mandatory moves;
-//!    FullyAutomated: everything; a VM's `kubedrs.io/automation: Manual` makes the engine mark its moves
-//!    `recommend_only`);
-//! 2. `--dry-run`: what would be done becomes Events and recommendations, nothing is written;
-//! 3. one migration per VMI: a VM with any unfinished VMIM (kubedrs' own, adopted after a restart, or a
-//!    user's) is left alone, so restarts never duplicate a migration;
-//! 4. per-VM exponential backoff after failed migrations (counted from the VMIMs, so it survives restarts);
-//! 5. concurrency (per pool, per source node, per target node), counted from the VMIMs in flight plus the
-//!    ones created in this pass, so the limits hold across passes and replicas.
+//! Step 5 of [`crate::pass`]. [`decide`] is a pure function from the plan, the pass's [`Gate`], the pending
+//! pods kubedrs schedules and kubedrs' migrations to a list of [`Action`]s and the recommendations the status
+//! shows. It owns no limit: concurrency, one migration per VMI, backoff after failures, cooldowns and the
+//! per-day cap are the engine's (a move without a slot comes `deferred`, a VM already migrating or backing
+//! off comes `blocked`), fed every migration in flight, including the ones this operator created moments
+//! ago. What the gate adds: `paused`, the automation level, a VM's `kubedrs.io/automation: Manual`, the
+//! dry run, the balancing clock, and "the VM is no longer where the plan saw it".
 //!
 //! Events for decisions that last (recommendations, backoff, blocked placement) carry a `once` key so that
 //! [`crate::events::EventMemo`] emits them once per change, not every pass. The executor that
@@ -22,8 +16,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::crd::Recommendation;
-use crate::migrations::{BackoffPolicy, Ledger, MigrationRecord};
-use kubedrs_engine::{Automation, BlockedReason, Concurrency, Plan, Reason, Snapshot};
+use crate::migrations::{Ledger, MigrationRecord};
+use kubedrs_engine::{BlockedReason, Gate, Plan, Reason, Snapshot, Verdict};
 
 /// What an Event is about.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -150,18 +144,12 @@ pub enum PodKind {
 #[derive(Debug, Clone)]
 pub struct PassInput<'a> {
     pub pool: &'a str,
-    pub automation: Automation,
-    pub paused: bool,
-    pub dry_run: bool,
-    pub concurrency: Concurrency,
+    /// The pool's switches (automation, paused, dry run, balancing clock).
+    pub gate: Gate,
     pub snapshot: &'a Snapshot,
     pub plan: &'a Plan,
     pub ledger: &'a Ledger,
     pub pending_pods: &'a [PendingPod],
-    /// Balancing runs once per `interval`; passes triggered by changes in between only execute mandatory
-    /// moves and placements (executable balancing moves are held).
-    pub balance_due: bool,
-    pub backoff: BackoffPolicy,
     /// Finished migrations to keep beyond the 24 h history.
     pub keep_finished: usize,
     /// Unix seconds.
@@ -191,105 +179,70 @@ impl Decision {
     }
 }
 
-/// Does the pool's automation level execute work of this reason?
-pub fn level_executes(level: Automation, reason: Reason) -> bool {
-    match level {
-        Automation::Manual => false,
-        Automation::PartiallyAutomated => reason != Reason::Balance,
-        Automation::FullyAutomated => true,
-    }
-}
-
 /// The pure core of actuation. Same inputs, same actions.
 pub fn decide(input: &PassInput<'_>) -> Decision {
     let mut d = Decision::default();
-    let mut slots = input.ledger.slots();
     let vm_nodes: BTreeMap<&str, Option<&str>> =
         input.snapshot.vms.iter().map(|v| (v.name.as_str(), v.node.as_deref())).collect();
 
-    // Migrations: mandatory first, then balancing, in the plan's order.
+    // Migrations: mandatory first, then balancing, in the plan's order. The plan owns every limit
+    // (concurrency, backoff, cooldowns); the gate adds the pool's switches.
     for m in &input.plan.moves {
-        let recommend = |d: &mut Decision, why: String| {
-            d.recommendations.push(Recommendation {
-                vm: m.vm.clone(),
-                from: Some(m.from.clone()),
-                to: m.to.clone(),
-                reason: m.reason.as_str().into(),
-                why: why.clone(),
-            });
-            d.event(
-                EventSpec::new(
+        match input.gate.of_move(m, vm_nodes.get(m.vm.as_str()).copied().flatten()) {
+            Verdict::Recommend(why) => {
+                d.recommendations.push(Recommendation {
+                    vm: m.vm.clone(),
+                    from: Some(m.from.clone()),
+                    to: m.to.clone(),
+                    reason: m.reason.as_str().into(),
+                    why: why.clone(),
+                });
+                d.event(
+                    EventSpec::new(
+                        Target::vm(&m.vm),
+                        EventKind::Normal,
+                        "Recommended",
+                        "Recommend",
+                        format!("recommend migrating from {} to {} ({}): {why}", m.from, m.to, m.reason.as_str()),
+                    )
+                    .once(format!("recommend/{}/{}/{}", m.vm, m.to, m.reason.as_str())),
+                );
+            }
+            Verdict::Hold(why) => d.held.push(Held { vm: m.vm.clone(), why }),
+            Verdict::Execute => {
+                let (namespace, vmi) = split_key(&m.vm);
+                d.actions.push(Action::CreateMigration {
+                    namespace: namespace.into(),
+                    vmi: vmi.into(),
+                    from: m.from.clone(),
+                    to: m.to.clone(),
+                    reason: m.reason,
+                    why: m.why.clone(),
+                });
+                d.event(EventSpec::new(
                     Target::vm(&m.vm),
                     EventKind::Normal,
-                    "Recommended",
-                    "Recommend",
-                    format!("recommend migrating from {} to {} ({}): {why}", m.from, m.to, m.reason.as_str()),
-                )
-                .once(format!("recommend/{}/{}/{}", m.vm, m.to, m.reason.as_str())),
-            );
-        };
-        if input.paused {
-            recommend(&mut d, format!("pool is paused; {}", m.why));
-            continue;
+                    "Migrating",
+                    "Migrate",
+                    format!("migrating from {} to {} ({}): {}", m.from, m.to, m.reason.as_str(), m.why),
+                ));
+            }
         }
-        if m.recommend_only {
-            recommend(&mut d, format!("the VM's kubedrs.io/automation is Manual; {}", m.why));
-            continue;
-        }
-        if !level_executes(input.automation, m.reason) {
-            recommend(&mut d, format!("automation {:?} only recommends this; {}", input.automation, m.why));
-            continue;
-        }
-        if m.reason == Reason::Balance && !input.balance_due {
-            d.held.push(Held { vm: m.vm.clone(), why: "balancing runs once per interval".into() });
-            continue;
-        }
-        if input.ledger.migrating.contains(&m.vm) {
-            d.held.push(Held { vm: m.vm.clone(), why: "a migration of this VMI is already in flight".into() });
-            continue;
-        }
-        if let Some((until, n)) = input.ledger.backoff_until(&m.vm, &input.backoff, input.now) {
-            let why = format!("{n} failed migration(s) in a row: backing off until {}s from now", until - input.now);
+    }
+    // VMs backing off after failed migrations: said once per count of failures.
+    for b in &input.plan.blocked {
+        if let BlockedReason::BackingOff { failures, retry_in_secs } = b.reason {
             d.event(
-                EventSpec::new(Target::vm(&m.vm), EventKind::Warning, "BackingOff", "Migrate", why.clone())
-                    .once(format!("backoff/{}/{n}", m.vm)),
+                EventSpec::new(
+                    Target::vm(&b.vm),
+                    EventKind::Warning,
+                    "BackingOff",
+                    "Migrate",
+                    format!("{failures} failed migration(s) in a row: backing off for {retry_in_secs}s"),
+                )
+                .once(format!("backoff/{}/{failures}", b.vm)),
             );
-            d.held.push(Held { vm: m.vm.clone(), why });
-            continue;
         }
-        if m.deferred {
-            d.held.push(Held { vm: m.vm.clone(), why: "the plan deferred it: no concurrency slot".into() });
-            continue;
-        }
-        if let Some(why) = slots.refuse(&input.concurrency, &m.from, &m.to) {
-            d.held.push(Held { vm: m.vm.clone(), why: format!("no concurrency slot: {why}") });
-            continue;
-        }
-        if vm_nodes.get(m.vm.as_str()).copied().flatten() != Some(m.from.as_str()) {
-            d.held.push(Held { vm: m.vm.clone(), why: format!("the VM is no longer on {}", m.from) });
-            continue;
-        }
-        slots.take(Some(&m.from), Some(&m.to));
-        if input.dry_run {
-            recommend(&mut d, format!("dry run; {}", m.why));
-            continue;
-        }
-        let (namespace, vmi) = split_key(&m.vm);
-        d.actions.push(Action::CreateMigration {
-            namespace: namespace.into(),
-            vmi: vmi.into(),
-            from: m.from.clone(),
-            to: m.to.clone(),
-            reason: m.reason,
-            why: m.why.clone(),
-        });
-        d.event(EventSpec::new(
-            Target::vm(&m.vm),
-            EventKind::Normal,
-            "Migrating",
-            "Migrate",
-            format!("migrating from {} to {} ({}): {}", m.from, m.to, m.reason.as_str(), m.why),
-        ));
     }
 
     // Initial placement of pending virt-launcher pods kubedrs schedules.
@@ -297,14 +250,9 @@ pub fn decide(input: &PassInput<'_>) -> Decision {
         input.pending_pods.iter().filter(|p| p.kind == PodKind::Launch).map(|p| (p.vm.as_str(), p)).collect();
     for p in &input.plan.placements {
         let Some(pod) = launch.get(p.vm.as_str()) else { continue };
-        let why = if input.paused {
-            Some("pool is paused".to_string())
-        } else if !level_executes(input.automation, Reason::Placement) {
-            Some(format!("automation {:?} only recommends placement", input.automation))
-        } else if input.dry_run {
-            Some("dry run".to_string())
-        } else {
-            None
+        let why = match input.gate.of_placement() {
+            Verdict::Execute => None,
+            Verdict::Recommend(why) | Verdict::Hold(why) => Some(why),
         };
         if let Some(why) = why {
             d.recommendations.push(Recommendation {
@@ -367,7 +315,7 @@ pub fn decide(input: &PassInput<'_>) -> Decision {
             ),
         };
         match node {
-            Some(node) if !input.dry_run => {
+            Some(node) if !input.gate.dry_run => {
                 d.actions.push(Action::Bind {
                     namespace: pod.namespace.clone(),
                     pod: pod.name.clone(),
@@ -407,7 +355,7 @@ pub fn decide(input: &PassInput<'_>) -> Decision {
     }
 
     // Garbage collection of old finished migrations.
-    if !input.dry_run {
+    if !input.gate.dry_run {
         for r in input.ledger.collectable(input.keep_finished, input.now) {
             d.actions.push(Action::DeleteMigration { namespace: r.namespace.clone(), name: r.name.clone() });
         }
@@ -488,7 +436,7 @@ pub fn record_id(r: &MigrationRecord) -> String {
 mod tests {
     use super::*;
     use crate::migrations::fixtures::vmim;
-    use kubedrs_engine::{Move, NodeLoad, Placement, PoolSettings};
+    use kubedrs_engine::{Automation, Move, NodeLoad, Placement, PoolSettings};
 
     fn mv(vm: &str, from: &str, to: &str, reason: Reason) -> Move {
         Move {
@@ -528,11 +476,7 @@ mod tests {
         plan: Plan,
         ledger: Ledger,
         pods: Vec<PendingPod>,
-        automation: Automation,
-        paused: bool,
-        dry_run: bool,
-        concurrency: Concurrency,
-        balance_due: bool,
+        gate: Gate,
         now: i64,
     }
 
@@ -543,27 +487,18 @@ mod tests {
                 plan: Plan { moves, ..Plan::default() },
                 ledger: Ledger::default(),
                 pods: vec![],
-                automation: Automation::FullyAutomated,
-                paused: false,
-                dry_run: false,
-                concurrency: Concurrency::default(),
-                balance_due: true,
+                gate: Gate { automation: Automation::FullyAutomated, paused: false, dry_run: false, balance_due: true },
                 now: 10_000,
             }
         }
         fn decide(&self) -> Decision {
             decide(&PassInput {
                 pool: "prod",
-                automation: self.automation,
-                paused: self.paused,
-                dry_run: self.dry_run,
-                concurrency: self.concurrency,
+                gate: self.gate,
                 snapshot: &self.snapshot,
                 plan: &self.plan,
                 ledger: &self.ledger,
                 pending_pods: &self.pods,
-                balance_due: self.balance_due,
-                backoff: BackoffPolicy::default(),
                 keep_finished: 10,
                 now: self.now,
             })
@@ -607,7 +542,7 @@ mod tests {
     #[test]
     fn partially_automated_executes_maintenance_and_recommends_balancing() {
         let mut c = two_moves();
-        c.automation = Automation::PartiallyAutomated;
+        c.gate.automation = Automation::PartiallyAutomated;
         let d = c.decide();
         assert_eq!(created(&d), vec!["ns/a->n2"]);
         assert_eq!(d.recommendations.len(), 1);
@@ -618,7 +553,7 @@ mod tests {
     #[test]
     fn manual_only_recommends_with_events_once_keyed() {
         let mut c = two_moves();
-        c.automation = Automation::Manual;
+        c.gate.automation = Automation::Manual;
         let d = c.decide();
         assert!(created(&d).is_empty());
         assert_eq!(d.recommendations.len(), 2);
@@ -645,7 +580,7 @@ mod tests {
     #[test]
     fn paused_pools_act_on_nothing() {
         let mut c = two_moves();
-        c.paused = true;
+        c.gate.paused = true;
         c.snapshot.vms.push(kubedrs_engine::Vm { name: "ns/new".into(), ..Default::default() });
         c.plan.placements.push(Placement { vm: "ns/new".into(), node: "n2".into(), why: "best".into() });
         c.pods.push(PendingPod {
@@ -662,7 +597,7 @@ mod tests {
     #[test]
     fn dry_run_writes_nothing_but_events() {
         let mut c = two_moves();
-        c.dry_run = true;
+        c.gate.dry_run = true;
         c.ledger = Ledger::new(
             "prod",
             &[vmim("ns", "old", "prod", Reason::Balance).created(0).phase("Succeeded").ended(1).build()],
@@ -674,67 +609,9 @@ mod tests {
     }
 
     #[test]
-    fn concurrency_counts_migrations_in_flight_from_earlier_passes() {
-        let mut c = Case::new(
-            &[("ns/a", Some("n1")), ("ns/b", Some("n1")), ("ns/c", Some("n3"))],
-            vec![
-                mv("ns/a", "n1", "n2", Reason::Balance),
-                mv("ns/b", "n1", "n4", Reason::Balance),
-                mv("ns/c", "n3", "n4", Reason::Balance),
-            ],
-        );
-        c.concurrency = Concurrency { per_pool: 2, per_node_outbound: 1, per_node_inbound: None };
-        // A migration started in an earlier pass (or by the replica that led before) holds n1's slot.
-        c.ledger = Ledger::new(
-            "prod",
-            &[vmim("ns", "x", "prod", Reason::Balance).from("n1").to("n3").phase("Running").build()],
-        );
-        let d = c.decide();
-        assert_eq!(created(&d), vec!["ns/c->n4"]);
-        assert!(d.held.iter().any(|h| h.vm == "ns/a" && h.why.contains("leaving n1")));
-        assert!(d.held.iter().any(|h| h.vm == "ns/b"));
-    }
-
-    #[test]
-    fn an_adopted_migration_is_never_duplicated() {
-        let mut c = two_moves();
-        // After a restart the plan asks again for a move that is already running: nothing new is created.
-        c.ledger = Ledger::new(
-            "prod",
-            &[vmim("ns", "a", "prod", Reason::Maintenance).from("n1").to("n2").phase("Scheduling").build()],
-        );
-        let d = c.decide();
-        assert_eq!(created(&d), vec!["ns/b->n4"]);
-        assert!(d.held.iter().any(|h| h.vm == "ns/a" && h.why.contains("already in flight")));
-        // A user's migration of the VMI blocks kubedrs as well (KubeVirt refuses a second one).
-        c.ledger = Ledger::new("prod", &[vmim("ns", "b", "", Reason::Balance).unlabelled().phase("Pending").build()]);
-        assert_eq!(created(&c.decide()), vec!["ns/a->n2"]);
-    }
-
-    #[test]
-    fn a_failed_migration_backs_the_vm_off_then_retries() {
-        let mut c = two_moves();
-        c.ledger = Ledger::new(
-            "prod",
-            &[vmim("ns", "b", "prod", Reason::Balance)
-                .from("n3")
-                .to("n4")
-                .created(9_900)
-                .phase("Failed")
-                .ended(9_990)
-                .build()],
-        );
-        let d = c.decide();
-        assert_eq!(created(&d), vec!["ns/a->n2"]);
-        assert!(d.actions.iter().any(|a| matches!(a, Action::Event(e) if e.reason == "BackingOff")));
-        c.now = 9_990 + 61;
-        assert_eq!(created(&c.decide()), vec!["ns/a->n2", "ns/b->n4"]);
-    }
-
-    #[test]
     fn passes_between_intervals_execute_only_mandatory_moves() {
         let mut c = two_moves();
-        c.balance_due = false;
+        c.gate.balance_due = false;
         let d = c.decide();
         assert_eq!(created(&d), vec!["ns/a->n2"]);
         assert!(d.held.iter().any(|h| h.vm == "ns/b" && h.why.contains("once per interval")));
@@ -778,7 +655,7 @@ mod tests {
         assert_eq!(binds(&d), vec!["virt-launcher-new-abc->n2"]);
         assert!(d.actions.iter().any(|a| matches!(a,
             Action::Event(e) if e.reason == "FailedPlacement" && e.note.contains("NoCapacity") && e.target == Target::Pod { namespace: "ns".into(), name: "virt-launcher-big-abc".into() })));
-        c.automation = Automation::Manual;
+        c.gate.automation = Automation::Manual;
         let d = c.decide();
         assert!(binds(&d).is_empty());
         assert_eq!(d.recommendations[0].reason, "placement");
@@ -787,7 +664,7 @@ mod tests {
     #[test]
     fn migration_target_pods_go_to_the_migration_target_or_the_least_loaded_node() {
         let mut c = Case::new(&[("ns/a", Some("n1")), ("ns/b", Some("n1"))], vec![]);
-        c.automation = Automation::Manual;
+        c.gate.automation = Automation::Manual;
         c.plan.loads = ["n1", "n2", "n3"]
             .iter()
             .zip([0.9, 0.5, 0.2])

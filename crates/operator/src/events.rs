@@ -15,7 +15,7 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use crate::actuate::{EventKind, EventSpec, Target};
 
 /// Remembers, per scope (a pool, or a pool's warnings), the `once` keys of the last pass.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct EventMemo {
     last: BTreeMap<String, BTreeSet<String>>,
 }

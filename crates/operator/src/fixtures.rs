@@ -444,6 +444,13 @@ impl MigrationBuilder {
         st.migration_state.get_or_insert_with(Default::default).end_timestamp = Some(at(secs));
         self
     }
+    /// Failed at `secs`.
+    pub fn failed_at(mut self, secs: u64) -> Self {
+        let st = self.0.status.get_or_insert_with(Default::default);
+        st.phase = Some(MigrationPhase::Failed);
+        st.migration_state.get_or_insert_with(Default::default).end_timestamp = Some(at(secs));
+        self
+    }
     pub fn build(self) -> VirtualMachineInstanceMigration {
         self.0
     }

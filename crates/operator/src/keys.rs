@@ -23,6 +23,8 @@ pub const CPU_BASELINE: &str = "kubedrs.io/cpu-baseline";
 pub const MAINTENANCE: &str = "kubedrs.io/maintenance";
 /// Node annotation set by kubedrs: `Entering` | `InMaintenance` | `Blocked`.
 pub const MAINTENANCE_STATE: &str = "kubedrs.io/maintenance-state";
+/// Node annotation set by kubedrs when it cordoned the node for maintenance (it uncordons only then).
+pub const CORDONED_BY_KUBEDRS: &str = "kubedrs.io/maintenance-cordoned";
 /// Node annotation set by kubedrs: what is left or why maintenance is blocked, in words.
 pub const MAINTENANCE_MESSAGE: &str = "kubedrs.io/maintenance-message";
 
@@ -43,3 +45,5 @@ pub const KUBEVIRT_APP: &str = "kubevirt.io";
 pub const KUBEVIRT_VM_NAME: &str = "vm.kubevirt.io/name";
 /// Node label used as the migration target selector.
 pub const HOSTNAME: &str = "kubernetes.io/hostname";
+/// Label KubeVirt puts on a migration's target pod: the migration's UID.
+pub const MIGRATION_JOB_LABEL: &str = "kubevirt.io/migrationJobUID";

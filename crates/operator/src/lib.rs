@@ -19,6 +19,7 @@ pub mod maintenance;
 pub mod metrics_api;
 pub mod migrations;
 pub mod observe;
+pub mod pass;
 pub mod plan_cli;
 pub mod run;
 pub mod status;

@@ -17,15 +17,12 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Node as KubeNode;
-
-use crate::actuate::{Action, EventKind, EventSpec, Target, level_executes};
+use crate::actuate::{Action, EventKind, EventSpec, Target};
 use crate::keys;
 use crate::migrations::Ledger;
 use kubedrs_engine::{Automation, Plan, Reason, Snapshot};
 
-/// Node annotation set by kubedrs when it cordoned the node for maintenance (it uncordons only then).
-pub const CORDONED_BY_KUBEDRS: &str = "kubedrs.io/maintenance-cordoned";
+pub use crate::keys::CORDONED_BY_KUBEDRS;
 
 /// `kubedrs.io/maintenance-state` values.
 pub const STATE_ENTERING: &str = "Entering";
@@ -48,19 +45,6 @@ pub struct NodeView {
 }
 
 impl NodeView {
-    pub fn from_node(n: &KubeNode) -> Self {
-        let ann = n.metadata.annotations.as_ref();
-        let get = |k: &str| ann.and_then(|a| a.get(k)).cloned();
-        NodeView {
-            name: n.metadata.name.clone().unwrap_or_default(),
-            annotated: crate::observe::maintenance_asked(n),
-            unschedulable: n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
-            cordoned_by_kubedrs: get(CORDONED_BY_KUBEDRS).is_some_and(|v| v == "true"),
-            state: get(keys::MAINTENANCE_STATE),
-            message: get(keys::MAINTENANCE_MESSAGE),
-        }
-    }
-
     /// Is maintenance requested (by the annotation, or by a cordon the pool honours)?
     pub fn requested(&self, honor_cordon: bool) -> bool {
         self.annotated || (honor_cordon && self.unschedulable && !self.cordoned_by_kubedrs)
@@ -76,6 +60,19 @@ pub struct MaintenancePolicy {
     pub dry_run: bool,
 }
 
+impl MaintenancePolicy {
+    /// Does the pool's automation level carry out evacuations (the gate's rule, not a copy of it)?
+    fn level_executes(&self) -> bool {
+        let gate = kubedrs_engine::Gate {
+            automation: self.automation,
+            paused: self.paused,
+            dry_run: self.dry_run,
+            balance_due: false,
+        };
+        gate.level_executes(Reason::Maintenance)
+    }
+}
+
 /// The node patches and Events of one pass. `nodes` are the pool's nodes.
 pub fn decide(
     nodes: &[NodeView],
@@ -84,7 +81,7 @@ pub fn decide(
     plan: &Plan,
     ledger: &Ledger,
 ) -> Vec<Action> {
-    let executes = !policy.paused && level_executes(policy.automation, Reason::Maintenance);
+    let executes = !policy.paused && policy.level_executes();
     let mut out = Vec::new();
     for n in nodes {
         let mut annotations: BTreeMap<String, Option<String>> = BTreeMap::new();

@@ -7,11 +7,10 @@
 //! - the migrations in flight ([`Ledger::in_flight`]): they hold concurrency slots across passes and are
 //!   adopted after a restart;
 //! - the recent moves ([`Ledger::history`]): the engine's ping-pong and per-day limits survive restarts;
-//! - the per-VM backoff after failures ([`Ledger::backoff_until`]): exponential in the number of failures
-//!   since the VM's last success;
+//! - the failed ones among them (in the history): the engine backs those VMs off;
 //! - which finished migrations may be garbage-collected ([`Ledger::collectable`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use crate::kubevirt::{MigrationPhase, VirtualMachineInstanceMigration};
 use kubedrs_engine::{InFlight, PastMove, Reason};
@@ -73,32 +72,6 @@ impl MigrationRecord {
             MigrationPhase::Failed => Some("failed"),
             _ => None,
         }
-    }
-}
-
-/// Exponential backoff of a VM after failed migrations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BackoffPolicy {
-    /// Wait after the first failure, seconds.
-    pub base_secs: i64,
-    /// Longest wait, seconds.
-    pub max_secs: i64,
-}
-
-impl Default for BackoffPolicy {
-    fn default() -> Self {
-        BackoffPolicy { base_secs: 60, max_secs: 3600 }
-    }
-}
-
-impl BackoffPolicy {
-    /// Wait after `failures` consecutive failures (0 means none).
-    pub fn delay(&self, failures: u32) -> i64 {
-        if failures == 0 {
-            return 0;
-        }
-        let exp = failures.saturating_sub(1).min(20);
-        self.base_secs.saturating_mul(1_i64 << exp).min(self.max_secs)
     }
 }
 
@@ -164,86 +137,11 @@ impl Ledger {
             .collect()
     }
 
-    /// Failed migrations of `vm` since its last success, and when the last one failed.
-    pub fn failures(&self, vm: &str) -> (u32, Option<i64>) {
-        let mut n = 0;
-        let mut last = None;
-        for r in self.ours.iter().filter(|r| r.vm == vm) {
-            match r.phase {
-                MigrationPhase::Succeeded => {
-                    n = 0;
-                    last = None;
-                }
-                MigrationPhase::Failed => {
-                    n += 1;
-                    last = Some(r.finished_or_created());
-                }
-                _ => {}
-            }
-        }
-        (n, last)
-    }
-
-    /// When kubedrs may try to migrate `vm` again, if it is backing off.
-    pub fn backoff_until(&self, vm: &str, policy: &BackoffPolicy, now: i64) -> Option<(i64, u32)> {
-        match self.failures(vm) {
-            (n, Some(at)) if n > 0 && at + policy.delay(n) > now => Some((at + policy.delay(n), n)),
-            _ => None,
-        }
-    }
-
     /// Finished migrations older than the history window beyond the newest `keep`: safe to delete.
     pub fn collectable(&self, keep: usize, now: i64) -> Vec<&MigrationRecord> {
         let finished: Vec<&MigrationRecord> = self.ours.iter().filter(|r| !r.is_unfinished()).collect();
         let old = finished.len().saturating_sub(keep);
         finished.into_iter().take(old).filter(|r| now - r.finished_or_created() > HISTORY_SECS).collect()
-    }
-
-    /// Counts of in-flight migrations per source and per target node (for concurrency limits).
-    pub fn slots(&self) -> Slots {
-        let mut s = Slots::default();
-        for r in self.active() {
-            s.take(r.source.as_deref(), r.target.as_deref());
-        }
-        s
-    }
-}
-
-/// Migrations in flight: in the pool, leaving each node and arriving on each node.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Slots {
-    pub pool: u32,
-    pub outbound: BTreeMap<String, u32>,
-    pub inbound: BTreeMap<String, u32>,
-}
-
-impl Slots {
-    pub fn take(&mut self, source: Option<&str>, target: Option<&str>) {
-        self.pool += 1;
-        if let Some(s) = source {
-            *self.outbound.entry(s.to_string()).or_default() += 1;
-        }
-        if let Some(t) = target {
-            *self.inbound.entry(t.to_string()).or_default() += 1;
-        }
-    }
-
-    /// Why a migration from `source` to `target` has no slot, or `None` when it has one.
-    pub fn refuse(&self, c: &kubedrs_engine::Concurrency, source: &str, target: &str) -> Option<String> {
-        if self.pool >= c.per_pool {
-            return Some(format!("{} migrations in flight in the pool (perPool {})", self.pool, c.per_pool));
-        }
-        let out = self.outbound.get(source).copied().unwrap_or(0);
-        if out >= c.per_node_outbound {
-            return Some(format!("{out} migrations leaving {source} (perNodeOutbound {})", c.per_node_outbound));
-        }
-        if let Some(limit) = c.per_node_inbound {
-            let inb = self.inbound.get(target).copied().unwrap_or(0);
-            if inb >= limit {
-                return Some(format!("{inb} migrations arriving on {target} (perNodeInbound {limit})"));
-            }
-        }
-        None
     }
 }
 
@@ -336,26 +234,7 @@ mod tests {
         assert!(l.history(90 + HISTORY_SECS + 1).is_empty());
         // Any unfinished migration blocks a second one, whoever made it.
         assert_eq!(l.migrating, ["ns/a", "ns/c", "ns/d"].into_iter().map(String::from).collect());
-        assert_eq!(l.slots().pool, 1);
-    }
-
-    #[test]
-    fn backoff_doubles_per_failure_and_resets_on_success() {
-        let p = BackoffPolicy { base_secs: 60, max_secs: 600 };
-        assert_eq!((p.delay(0), p.delay(1), p.delay(2), p.delay(3), p.delay(10)), (0, 60, 120, 240, 600));
-        let all = vec![
-            vmim("ns", "a", "prod", Reason::Balance).named("m1").created(0).phase("Failed").ended(10).build(),
-            vmim("ns", "a", "prod", Reason::Balance).named("m2").created(100).phase("Failed").ended(110).build(),
-        ];
-        let l = Ledger::new("prod", &all);
-        assert_eq!(l.failures("ns/a"), (2, Some(110)));
-        assert_eq!(l.backoff_until("ns/a", &p, 150), Some((230, 2)));
-        assert_eq!(l.backoff_until("ns/a", &p, 230), None);
-        let mut all = all;
-        all.push(
-            vmim("ns", "a", "prod", Reason::Balance).named("m3").created(300).phase("Succeeded").ended(310).build(),
-        );
-        assert_eq!(Ledger::new("prod", &all).failures("ns/a"), (0, None));
+        assert_eq!(l.active().count(), 1);
     }
 
     #[test]
@@ -374,16 +253,5 @@ mod tests {
         assert!(l.collectable(2, 1000).is_empty(), "inside the 24 h history");
         let gone: Vec<_> = l.collectable(2, HISTORY_SECS + 1000).iter().map(|r| r.name.clone()).collect();
         assert_eq!(gone, vec!["m0", "m1", "m2"]);
-    }
-
-    #[test]
-    fn slots_refuse_with_the_limit_that_binds() {
-        let c = kubedrs_engine::Concurrency { per_pool: 3, per_node_outbound: 1, per_node_inbound: Some(1) };
-        let mut s = Slots::default();
-        assert_eq!(s.refuse(&c, "n1", "n2"), None);
-        s.take(Some("n1"), Some("n2"));
-        assert!(s.refuse(&c, "n1", "n3").unwrap().contains("leaving n1"));
-        assert!(s.refuse(&c, "n3", "n2").unwrap().contains("arriving on n2"));
-        assert_eq!(s.refuse(&c, "n3", "n4"), None);
     }
 }

@@ -24,11 +24,13 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Namespace, Node as KubeNode, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::actuate::{PendingPod, PodKind};
 use super::crd::{HostPool, InvalidSpec, NodeConflict, PoolConfig};
 use super::keys;
 use super::kubevirt::{
     Quantity, VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceMigration, VirtualMachineInstanceSpec,
 };
+use super::maintenance::NodeView;
 use super::metrics_api::PodMetrics;
 use kubedrs_engine::{
     Allocation, CpuRequirement, InFlight, Labels, Node, NodeState, PastMove, Resources, Shares, Snapshot, Vm,
@@ -255,17 +257,13 @@ pub fn observe(cluster: &Cluster, demand: &DemandWindow, now: u64) -> Observatio
             let source =
                 m.source_node().map(str::to_string).or_else(|| vmi_by_key.get(&vm)?.node_name().map(str::to_string));
             let target = m.target_node().map(str::to_string).or_else(|| vmi_state?.target_node.clone());
-            match (source, target) {
-                (Some(source), Some(target)) if source != target => {
-                    in_flight_of.entry(pool).or_default().push(InFlight { vm, source, target })
-                }
-                _ => {
-                    // Someone else's migration whose target is not known yet: the VM must not be moved now.
-                    if let Some(v) = vms_of.get_mut(pool).and_then(|vs| vs.iter_mut().find(|v| v.name == vm)) {
-                        v.live_migratable = false;
-                    }
-                }
-            }
+            // Every unfinished migration counts, whoever created it (KubeVirt refuses a second one of a VMI,
+            // and it holds its source's and the pool's budget); a target not known yet stays empty.
+            // A target outside the pool (or not scheduled yet) is left empty: the VM stays counted on its source.
+            let target =
+                target.filter(|t| source.as_ref() != Some(t) && pool_of_node(t) == Some(pool)).unwrap_or_default();
+            let Some(source) = source.filter(|s| pool_of_node(s) == Some(pool)) else { continue };
+            in_flight_of.entry(pool).or_default().push(InFlight { vm, source, target });
         } else if m.pool() == Some(pool)
             && matches!(m.phase(), super::kubevirt::MigrationPhase::Succeeded | super::kubevirt::MigrationPhase::Failed)
             && let (Some(from), Some(to), Some(at)) = (m.source_node(), m.target_node(), m.finished_at())
@@ -800,4 +798,78 @@ impl DemandWindow {
     pub fn is_empty(&self) -> bool {
         self.samples.is_empty()
     }
+}
+
+/// The maintenance view of one node: what the user asked and what kubedrs wrote on it before.
+pub fn node_view(n: &KubeNode) -> NodeView {
+    let ann = n.metadata.annotations.as_ref();
+    let get = |k: &str| ann.and_then(|a| a.get(k)).cloned();
+    NodeView {
+        name: n.metadata.name.clone().unwrap_or_default(),
+        annotated: maintenance_asked(n),
+        unschedulable: n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
+        cordoned_by_kubedrs: get(keys::CORDONED_BY_KUBEDRS).is_some_and(|v| v == "true"),
+        state: get(keys::MAINTENANCE_STATE),
+        message: get(keys::MAINTENANCE_MESSAGE),
+    }
+}
+
+/// The maintenance view of the pool's nodes.
+pub fn pool_node_views(cluster: &Cluster, snapshot: &Snapshot) -> Vec<NodeView> {
+    let names: BTreeSet<&str> = snapshot.nodes.iter().map(|n| n.name.as_str()).collect();
+    let mut v: Vec<NodeView> = cluster
+        .nodes
+        .iter()
+        .filter(|n| n.metadata.name.as_deref().is_some_and(|name| names.contains(name)))
+        .map(|n| node_view(n))
+        .collect();
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    v
+}
+
+/// Pending pods with `schedulerName: kubedrs` and no node, whose VM is in the snapshot: launcher pods to
+/// place, and migration target pods.
+pub fn pending_pods(cluster: &Cluster, snapshot: &Snapshot) -> Vec<PendingPod> {
+    let vm_node: BTreeMap<&str, Option<&str>> =
+        snapshot.vms.iter().map(|v| (v.name.as_str(), v.node.as_deref())).collect();
+    let mut out: Vec<PendingPod> = cluster
+        .pods
+        .iter()
+        .filter(|p| is_pending_for_kubedrs(p))
+        .filter_map(|p| {
+            let vm = launcher_vmi_key(p)?;
+            let node = *vm_node.get(vm.as_str())?;
+            let labels = p.metadata.labels.as_ref();
+            let job = labels.and_then(|l| l.get(keys::MIGRATION_JOB_LABEL));
+            let selector = p.spec.as_ref().and_then(|s| s.node_selector.clone()).unwrap_or_default();
+            let kind = if job.is_some() || node.is_some() {
+                let by_job = job.and_then(|uid| {
+                    cluster.migrations.iter().find(|m| m.metadata.uid.as_deref() == Some(uid.as_str()))
+                });
+                let target = by_job
+                    .and_then(|m| m.target_node().map(str::to_string))
+                    .or_else(|| selector.get(keys::HOSTNAME).cloned());
+                PodKind::MigrationTarget { target, source: node.map(str::to_string), node_selector: selector }
+            } else {
+                PodKind::Launch
+            };
+            Some(PendingPod {
+                namespace: p.metadata.namespace.clone().unwrap_or_default(),
+                name: p.metadata.name.clone().unwrap_or_default(),
+                vm,
+                kind,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    out
+}
+
+fn is_pending_for_kubedrs(p: &Pod) -> bool {
+    let Some(spec) = p.spec.as_ref() else { return false };
+    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+    p.metadata.deletion_timestamp.is_none()
+        && phase == "Pending"
+        && spec.node_name.as_deref().is_none_or(str::is_empty)
+        && spec.scheduler_name.as_deref() == Some(keys::SCHEDULER_NAME)
 }

@@ -1,9 +1,10 @@
 //! `kubedrs plan`: a dry run against a live cluster.
 //!
-//! The same **observe -> plan** as the operator, from one list of every object (and one read of
+//! The operator's own [`crate::pass::pass`] in dry-run mode, from one list of every object (and one read of
 //! metrics.k8s.io when it is there), with nothing written: prints, per pool, what kubedrs would do (VM,
-//! FROM, TO, REASON, WHY), what it cannot do and why, and the imbalance against its target; `--json` prints
-//! the plans as JSON. Needs only read access.
+//! FROM, TO, REASON, NOW, WHY: NOW says whether the operator would start it now, only recommend it, or
+//! hold it and why), what it cannot do and why, and the imbalance against its target; `--json` prints the
+//! plans and the same verdicts as JSON. Needs only read access.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,15 +14,16 @@ use anyhow::Context as _;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::ListParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::{Api, Client, Config, ResourceExt};
 use serde::de::DeserializeOwned;
 
+use crate::actuate::Action;
 use crate::actuate::blocked_word;
 use crate::crd::HostPool;
 use crate::inventory::{list_launcher_metrics, unix_now};
 use crate::kubevirt::{VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceMigration};
-use crate::observe::{Cluster, DemandWindow, PoolObservation, observe};
-use kubedrs_engine::Plan;
+use crate::observe::{Cluster, DemandWindow};
+use crate::pass::{PassInput, PassSummary, PoolMemo, Settings, pass};
 
 /// Flags of `kubedrs plan`.
 #[derive(Debug, Clone, clap::Args)]
@@ -105,43 +107,89 @@ async fn main(args: PlanArgs) -> anyhow::Result<()> {
         }
         Err(e) => eprintln!("warning: metrics.k8s.io unavailable ({e}): demand falls back to reservations"),
     }
-    let obs = observe(&cluster, &demand, now);
-    let pools: Vec<&PoolObservation> =
-        obs.pools.iter().filter(|p| args.pool.as_deref().is_none_or(|n| n == p.name)).collect();
+    let names: Vec<String> = cluster
+        .pools
+        .iter()
+        .map(|p| p.name_any())
+        .filter(|n| args.pool.as_deref().is_none_or(|want| want == n))
+        .collect();
     if let Some(name) = &args.pool
-        && pools.is_empty()
+        && names.is_empty()
     {
         anyhow::bail!("no HostPool named {name}");
     }
-    let plans: Vec<(&PoolObservation, Result<Plan, String>)> = pools
-        .into_iter()
-        .map(|p| {
-            let plan = match (&p.config, &p.snapshot) {
-                (Err(e), _) => Err(e.to_string()),
-                (Ok(_), Some(s)) => kubedrs_engine::plan(s).map_err(|e| e.to_string()),
-                (Ok(_), None) => Err("no snapshot".into()),
-            };
-            (p, plan)
-        })
-        .collect();
+    // The operator's own pass, in dry-run mode: what it would do now, nothing written.
+    let settings = Settings { dry_run: true, ..Settings::default() };
+    let at = k8s_openapi::jiff::Timestamp::from_second(i64::try_from(now).unwrap_or(0))?;
+    let mut warnings = Vec::new();
+    let mut outputs = Vec::new();
+    for pool in cluster.pools.iter().filter(|p| names.contains(&p.name_any())) {
+        let out = pass(&PassInput {
+            pool,
+            cluster: &cluster,
+            demand: &demand,
+            settings,
+            memo: &PoolMemo::default(),
+            totals: &[],
+            now: at,
+        });
+        warnings = out.warnings.clone();
+        outputs.push((pool.name_any(), out));
+    }
     if args.json {
-        let out: Vec<serde_json::Value> = plans
+        let out: Vec<serde_json::Value> = outputs
             .iter()
-            .map(|(p, plan)| match plan {
-                Ok(plan) => serde_json::json!({"pool": p.name, "plan": plan, "conflictingNodes": p.conflicting_nodes}),
-                Err(e) => serde_json::json!({"pool": p.name, "error": e}),
+            .map(|(name, o)| match (&o.planned, &o.invalid, &o.refused) {
+                (Some(p), _, _) => serde_json::json!({
+                    "pool": name,
+                    "plan": p.plan,
+                    "now": verdicts(p),
+                    "conflictingNodes": p.conflicts,
+                }),
+                (None, Some(e), _) => serde_json::json!({"pool": name, "error": e}),
+                (None, None, Some(e)) => serde_json::json!({"pool": name, "error": e.to_string()}),
+                (None, None, None) => serde_json::json!({"pool": name, "error": "no snapshot"}),
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        for w in &obs.warnings {
-            eprintln!("warning: {} {}: {}", w.kind, w.name, w.message);
+        for w in &warnings {
+            eprintln!("warning: {:?}: {}", w.target, w.note);
         }
-        for (p, plan) in &plans {
-            print!("{}", format_pool(p, plan));
+        for (name, o) in &outputs {
+            let result = match (&o.planned, &o.invalid, &o.refused) {
+                (Some(p), _, _) => Ok(p),
+                (None, Some(e), _) => Err(e.clone()),
+                (None, None, Some(e)) => Err(e.to_string()),
+                (None, None, None) => Err("no snapshot".to_string()),
+            };
+            print!("{}", format_pool(name, result));
         }
     }
     Ok(())
+}
+
+/// What the operator would do now with each VM of the plan: `now`, `recommend: why` or `held: why`.
+pub fn verdicts(p: &PassSummary) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for a in &p.decision.actions {
+        match a {
+            Action::CreateMigration { namespace, vmi, .. } => {
+                out.insert(format!("{namespace}/{vmi}"), "now".to_string());
+            }
+            Action::Bind { vm, .. } => {
+                out.insert(vm.clone(), "now".to_string());
+            }
+            _ => {}
+        }
+    }
+    for r in &p.decision.recommendations {
+        out.insert(r.vm.clone(), format!("recommend: {}", r.why));
+    }
+    for h in &p.decision.held {
+        out.insert(h.vm.clone(), format!("held: {}", h.why));
+    }
+    out
 }
 
 /// Columns padded to the widest cell.
@@ -173,18 +221,19 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// The text report of one pool.
-pub fn format_pool(p: &PoolObservation, plan: &Result<Plan, String>) -> String {
-    let mut out = format!("Pool {}", p.name);
-    let plan = match plan {
+pub fn format_pool(name: &str, planned: Result<&PassSummary, String>) -> String {
+    let mut out = format!("Pool {name}");
+    let p = match planned {
         Err(e) => return format!("{out}: cannot plan: {e}\n\n"),
-        Ok(plan) => plan,
+        Ok(p) => p,
     };
-    let snap = p.snapshot.as_ref();
+    let (plan, snap) = (&p.plan, &p.snapshot);
+    let now = verdicts(p);
     out.push_str(&format!(
         ": {} nodes, {} VMs, automation {:?}, imbalance {:.4} -> {:.4} (target {:.4})\n",
-        snap.map_or(0, |s| s.nodes.len()),
-        snap.map_or(0, |s| s.vms.len()),
-        snap.map(|s| s.pool.automation).unwrap_or_default(),
+        snap.nodes.len(),
+        snap.vms.len(),
+        snap.pool.automation,
         plan.imbalance_before,
         plan.imbalance_after,
         plan.target_imbalance
@@ -199,7 +248,10 @@ pub fn format_pool(p: &PoolObservation, plan: &Result<Plan, String>) -> String {
     let mut rows: Vec<Vec<String>> = plan
         .placements
         .iter()
-        .map(|pl| vec![pl.vm.clone(), "-".into(), pl.node.clone(), "placement".into(), pl.why.clone()])
+        .map(|pl| {
+            let when = now.get(&pl.vm).cloned().unwrap_or_else(|| "-".into());
+            vec![pl.vm.clone(), "-".into(), pl.node.clone(), "placement".into(), when, pl.why.clone()]
+        })
         .collect();
     rows.extend(plan.moves.iter().map(|m| {
         let mut why = m.why.clone();
@@ -209,13 +261,14 @@ pub fn format_pool(p: &PoolObservation, plan: &Result<Plan, String>) -> String {
         if m.deferred {
             why = format!("[deferred: no slot] {why}");
         }
-        vec![m.vm.clone(), m.from.clone(), m.to.clone(), m.reason.as_str().into(), why]
+        let when = now.get(&m.vm).cloned().unwrap_or_else(|| "-".into());
+        vec![m.vm.clone(), m.from.clone(), m.to.clone(), m.reason.as_str().into(), when, why]
     }));
     out.push('\n');
     if rows.is_empty() {
         out.push_str("No moves.\n");
     } else {
-        out.push_str(&table(&["VM", "FROM", "TO", "REASON", "WHY"], &rows));
+        out.push_str(&table(&["VM", "FROM", "TO", "REASON", "NOW", "WHY"], &rows));
     }
     if !plan.blocked.is_empty() {
         out.push_str("\nBlocked:\n");
@@ -237,8 +290,7 @@ pub fn format_pool(p: &PoolObservation, plan: &Result<Plan, String>) -> String {
     for r in &plan.rule_notes {
         out.push_str(&format!("\nRule {}: {} ({})\n", r.rule, r.why, r.vms.join(", ")));
     }
-    let conflicts: BTreeMap<&str, String> =
-        p.conflicting_nodes.iter().map(|c| (c.node.as_str(), c.pools.join(", "))).collect();
+    let conflicts: BTreeMap<&str, String> = p.conflicts.iter().map(|c| (c.node.as_str(), c.pools.join(", "))).collect();
     for (node, pools) in conflicts {
         out.push_str(&format!("\nNode {node} is matched by pools {pools}: left alone\n"));
     }
@@ -266,11 +318,20 @@ mod tests {
             vmis: vec![Arc::new(a)],
             ..Cluster::default()
         };
-        let obs = observe(&cluster, &DemandWindow::default(), 1000);
-        let p = obs.pool("prod").unwrap();
-        let plan = kubedrs_engine::plan(p.snapshot.as_ref().unwrap()).map_err(|e| e.to_string());
-        let text = format_pool(p, &plan);
-        assert!(text.contains("VM       FROM   TO   REASON        WHY"), "{text}");
-        assert!(text.contains("shop/a   n1     n2   maintenance   node n1 is in maintenance"), "{text}");
+        let out = pass(&PassInput {
+            pool: &cluster.pools[0],
+            cluster: &cluster,
+            demand: &DemandWindow::default(),
+            settings: Settings { dry_run: true, ..Settings::default() },
+            memo: &PoolMemo::default(),
+            totals: &[],
+            now: k8s_openapi::jiff::Timestamp::from_second(1000).unwrap(),
+        });
+        let text = format_pool("prod", Ok(out.planned.as_ref().unwrap()));
+        assert!(text.contains("VM       FROM   TO   REASON        NOW"), "{text}");
+        assert!(
+            text.contains("shop/a   n1     n2   maintenance   recommend: dry run; node n1 is in maintenance"),
+            "{text}"
+        );
     }
 }

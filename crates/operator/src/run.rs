@@ -18,12 +18,12 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, controller, watcher};
 use kube::{Api, Client};
 
-use crate::controller::{Context, Memo, Settings, error_policy, reconcile};
+use crate::controller::{Context, Memo, error_policy, reconcile};
 use crate::crd::{HostPool, parse_duration};
 use crate::inventory::{self, Trigger, debounced};
 use crate::leader::{self, Leadership};
-use crate::migrations::BackoffPolicy;
 use crate::observe::DemandWindow;
+use crate::pass::Settings;
 use crate::telemetry::{self, Health, LogFormat, Metrics};
 use crate::webhook::{self, Baselines, WebhookState};
 
@@ -66,9 +66,13 @@ pub struct RunArgs {
     /// Finished migrations kubedrs keeps per pool beyond the 24 h history (older ones are deleted).
     #[arg(long, env = "KUBEDRS_KEEP_FINISHED", default_value_t = 20)]
     pub keep_finished: usize,
-    /// Wait after a VM's first failed migration before trying again; doubles per failure.
-    #[arg(long, env = "KUBEDRS_FAILURE_BACKOFF", default_value = "1m", value_parser = parse_duration)]
+    /// Wait after a VM's first failed migration (since its last successful one) before trying again;
+    /// doubles per further failure, up to --failure-backoff-max. The engine applies it to every pool.
+    #[arg(long, env = "KUBEDRS_FAILURE_BACKOFF", default_value = "5m", value_parser = parse_duration)]
     pub failure_backoff: Duration,
+    /// Longest wait after failed migrations.
+    #[arg(long, env = "KUBEDRS_FAILURE_BACKOFF_MAX", default_value = "4h", value_parser = parse_duration)]
+    pub failure_backoff_max: Duration,
 }
 
 /// Runs the operator until SIGTERM.
@@ -165,9 +169,9 @@ async fn main(args: RunArgs) -> anyhow::Result<()> {
         baselines,
         settings: Settings {
             dry_run: args.dry_run,
-            backoff: BackoffPolicy {
-                base_secs: args.failure_backoff.as_secs().max(1) as i64,
-                max_secs: BackoffPolicy::default().max_secs,
+            backoff: kubedrs_engine::Backoff {
+                base_secs: args.failure_backoff.as_secs().max(1),
+                max_secs: args.failure_backoff_max.as_secs().max(args.failure_backoff.as_secs().max(1)),
             },
             keep_finished: args.keep_finished,
         },
