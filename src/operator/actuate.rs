@@ -431,6 +431,7 @@ pub fn blocked_word(r: &BlockedReason) -> &'static str {
         BlockedReason::InFlight => "InFlight",
         BlockedReason::NoEligibleNode => "NoEligibleNode",
         BlockedReason::BackingOff { .. } => "BackingOff",
+        BlockedReason::Cycle { .. } => "Cycle",
     }
 }
 
@@ -501,6 +502,8 @@ mod tests {
             recommend_only: false,
             deferred: false,
             why: format!("{} because", reason.as_str()),
+            after: vec![],
+            waits: String::new(),
         }
     }
 
