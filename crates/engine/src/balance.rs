@@ -117,6 +117,7 @@ pub fn balance(st: &mut PoolState) -> (Vec<Chosen>, String) {
     let gap = pairwise_gap(threshold);
     let cap = pool.max_migrations_per_pass as usize;
     let mut chosen = Vec::new();
+    let mut singles_exhausted = false;
     let stop = loop {
         let imbalance = st.imbalance();
         let hot = shortest(st);
@@ -131,7 +132,10 @@ pub fn balance(st: &mut PoolState) -> (Vec<Chosen>, String) {
                 "stopped at maxMigrationsPerPass ({cap}) with imbalance {imbalance:.3} (target {target:.3})"
             );
         }
-        let single = hot.and_then(|_| relief_move(st)).or_else(|| best_move(st));
+        // Once no single move qualified, only swaps are looked for (the single-move search over every
+        // source is the expensive part of a pass, and a swap rarely opens a single move).
+        let single = if singles_exhausted { None } else { hot.and_then(|_| relief_move(st)).or_else(|| best_move(st)) };
+        singles_exhausted |= single.is_none();
         // Look-ahead: when no single move helps a short node, a swap of two VMs may (one node short of
         // CPU, the other of memory).
         if single.is_none()

@@ -98,6 +98,12 @@ impl<'s, 'a> Sequencer<'s, 'a> {
         for &(v, s) in &st.held_on_source {
             occ[s].push(Occupant { vm: v, left_by: None });
         }
+        // New VMs the plan places start now, on their node.
+        for v in 0..st.vms.len() {
+            if let (None, Some(h)) = (st.origin[v], st.pos[v]) {
+                occ[h].push(Occupant { vm: v, left_by: None });
+            }
+        }
         Sequencer { st, occ, steps: Vec::new(), ancestors: Vec::new() }
     }
 
@@ -247,8 +253,8 @@ impl<'s, 'a> Sequencer<'s, 'a> {
         (0..pending.len()).find_map(|i| if colour[i] == 0 { dfs(i, &edges, &mut colour, &mut path) } else { None })
     }
 
-    /// Stages one VM of the cycle on a node with room: the cheapest migration first, onto the node with the
-    /// most memory left. Returns the index (in `pending`) of the staged move and the hop.
+    /// Stages one VM of the cycle on a node with room: the smallest VM first, onto the node with the most
+    /// memory left; a VM already staged is not staged again. Returns the index (in `pending`) of the staged move and the hop.
     fn stage(&self, pending: &[Pending], cycle: &[usize]) -> Option<(usize, usize, Vec<usize>)> {
         let st = self.st;
         let mut members = cycle.to_vec();
@@ -258,6 +264,10 @@ impl<'s, 'a> Sequencer<'s, 'a> {
         });
         for i in members {
             let p = pending[i];
+            // A VM is staged at most once: the search always ends.
+            if p.prev.is_some() {
+                continue;
+            }
             let v = p.want.vm;
             let mut nodes: Vec<usize> = (0..st.nodes.len())
                 .filter(|&z| z != p.want.from && z != p.want.to && self.stage_allowed(v, p.want.from, z))
