@@ -19,9 +19,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use kubedrs_engine::{
-    Automation as EngineAutomation, Concurrency, CpuBaselinePolicy, Enforcement as EngineEnforcement, PoolSettings,
-    Rule as EngineRule, RuleKind, Selector, SelectorOperator, SelectorRequirement,
+    Automation as EngineAutomation, Enforcement as EngineEnforcement, PoolSettings, Rule as EngineRule, RuleKind,
+    Selector, SelectorOperator, SelectorRequirement,
 };
+use kubedrs_spec::pool::PoolFields;
 
 /// API group of every kubedrs resource.
 pub const GROUP: &str = "kubedrs.io";
@@ -203,9 +204,9 @@ fn default_max_moves_per_vm_per_day() -> u32 {
 }
 
 /// `spec.cpuBaseline` value that resolves the baseline from the nodes.
-pub const CPU_BASELINE_AUTO: &str = "Auto";
+pub const CPU_BASELINE_AUTO: &str = kubedrs_spec::pool::CPU_BASELINE_AUTO;
 /// `spec.cpuBaseline` value that only reports.
-pub const CPU_BASELINE_OFF: &str = "Off";
+pub const CPU_BASELINE_OFF: &str = kubedrs_spec::pool::CPU_BASELINE_OFF;
 
 /// Pool automation level (`spec.automation`).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
@@ -466,7 +467,7 @@ pub struct ActiveMigration {
 pub struct MigrationTotal {
     /// `balance`, `maintenance`, `rule` or `placement`.
     pub reason: String,
-    /// `succeeded`, `failed` or `aborted`.
+    /// `succeeded`, `failed` or `refused` (the API server refused to create the migration).
     pub result: String,
     /// How many.
     pub count: u64,
@@ -537,7 +538,46 @@ pub struct NodeConflict {
 /// Every CustomResourceDefinition kubedrs installs (today only HostPool).
 pub fn all_crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
     use kube::CustomResourceExt;
-    vec![HostPool::crd()]
+    vec![bound_integers(HostPool::crd())]
+}
+
+/// Gives every integer field of the schema the bounds of its Rust type (`format: uint32` ->
+/// 0..4294967295), so that the API server refuses a value the operator could not read back: one such
+/// object (say `status.nodes: 4294967296`) would otherwise make every list of HostPools fail to decode.
+fn bound_integers(
+    crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                let bounds: Option<(f64, f64)> = match map.get("format").and_then(|f| f.as_str()) {
+                    Some("uint8") => Some((0.0, f64::from(u8::MAX))),
+                    Some("uint16") => Some((0.0, f64::from(u16::MAX))),
+                    Some("uint32") => Some((0.0, f64::from(u32::MAX))),
+                    Some("int32") => Some((f64::from(i32::MIN), f64::from(i32::MAX))),
+                    // 2^53: the largest integer a JSON number carries exactly (the API server's own limit).
+                    Some("uint64") => Some((0.0, 9_007_199_254_740_991.0)),
+                    Some("int64") => Some((-9_007_199_254_740_991.0, 9_007_199_254_740_991.0)),
+                    _ => None,
+                };
+                if let Some((lo, hi)) = bounds.filter(|_| map.get("type").and_then(|t| t.as_str()) == Some("integer")) {
+                    let tighter = |key: &str, bound: f64, keep: fn(f64, f64) -> f64, map: &serde_json::Map<_, _>| {
+                        map.get(key).and_then(serde_json::Value::as_f64).map_or(bound, |b| keep(b, bound))
+                    };
+                    let lo = tighter("minimum", lo, f64::max, map);
+                    let hi = tighter("maximum", hi, f64::min, map);
+                    map.insert("minimum".into(), serde_json::json!(lo));
+                    map.insert("maximum".into(), serde_json::json!(hi));
+                }
+                map.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let Ok(mut json) = serde_json::to_value(&crd) else { return crd };
+    walk(&mut json);
+    serde_json::from_value(json).unwrap_or(crd)
 }
 
 /// The YAML that `kubedrs crd` prints and `crds/hostpool.yaml` holds: one document per CRD.
@@ -555,18 +595,7 @@ pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
 // ---------------------------------------------------------------------------------------------------------
 
 /// One problem in a HostPool spec: the field (`spec.rules[1].nodeSelector`) and what is allowed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError { field: field.into(), message: message.into() }
-    }
-}
+pub use kubedrs_spec::pool::FieldError;
 
 /// A HostPool spec kubedrs refuses; every problem found, in field order.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -594,70 +623,31 @@ impl HostPoolSpec {
     pub fn validate(&self, pool_name: &str) -> Result<PoolConfig, InvalidSpec> {
         let mut errors = Vec::new();
         let node_selector = selector_or_report(&self.node_selector, "spec.nodeSelector", &mut errors);
-
-        if !(1..=5).contains(&self.migration_threshold) {
-            errors.push(FieldError::new(
-                "spec.migrationThreshold",
-                format!(
-                    "{} is out of range: use 1 (mandatory moves only) to 5 (most aggressive)",
-                    self.migration_threshold
-                ),
-            ));
-        }
-        let interval = match parse_duration(&self.interval) {
-            Ok(d) if d < Duration::from_secs(10) => {
-                errors.push(FieldError::new(
-                    "spec.interval",
-                    format!("{:?} is shorter than the minimum 10s", self.interval),
-                ));
-                d
-            }
-            Ok(d) if d > Duration::from_secs(24 * 3600) => {
-                errors.push(FieldError::new(
-                    "spec.interval",
-                    format!("{:?} is longer than the maximum 24h", self.interval),
-                ));
-                d
-            }
-            Ok(d) => d,
+        let interval_secs = match kubedrs_spec::duration::parse_secs(&self.interval) {
+            Ok(secs) => Some(secs),
             Err(e) => {
                 errors.push(FieldError::new("spec.interval", e));
-                Duration::from_secs(300)
+                None
             }
         };
         let c = &self.concurrency;
-        if c.per_pool == 0 {
-            errors.push(FieldError::new("spec.concurrency.perPool", "must be at least 1"));
-        }
-        if c.per_node_outbound == 0 {
-            errors.push(FieldError::new("spec.concurrency.perNodeOutbound", "must be at least 1"));
-        }
-        if !(1..=12).contains(&self.max_moves_per_vm_per_day) {
-            errors.push(FieldError::new(
-                "spec.maxMovesPerVmPerDay",
-                format!(
-                    "{} is out of range: use 1 to 12 (KubeVirt alerts above 12 migrations a day)",
-                    self.max_moves_per_vm_per_day
-                ),
-            ));
-        }
-        let cpu_baseline = match self.cpu_baseline.trim() {
-            CPU_BASELINE_AUTO => CpuBaselinePolicy::Auto,
-            CPU_BASELINE_OFF => CpuBaselinePolicy::Off,
-            "" => {
-                errors
-                    .push(FieldError::new("spec.cpuBaseline", "is empty: use Auto, Off or a KubeVirt CPU model name"));
-                CpuBaselinePolicy::Auto
-            }
-            "host-model" | "host-passthrough" => {
-                errors.push(FieldError::new(
-                    "spec.cpuBaseline",
-                    format!("{:?} depends on the node: use Auto, Off or a named CPU model", self.cpu_baseline),
-                ));
-                CpuBaselinePolicy::Auto
-            }
-            model => CpuBaselinePolicy::Model(model.to_string()),
+        let fields = PoolFields {
+            automation: Some(match self.automation {
+                AutomationLevel::Manual => EngineAutomation::Manual,
+                AutomationLevel::PartiallyAutomated => EngineAutomation::PartiallyAutomated,
+                AutomationLevel::FullyAutomated => EngineAutomation::FullyAutomated,
+            }),
+            migration_threshold: Some(i64::from(self.migration_threshold)),
+            interval_secs,
+            per_pool: Some(Some(c.per_pool)),
+            per_node_outbound: Some(Some(c.per_node_outbound)),
+            per_node_inbound: Some(Some(c.per_node_inbound)),
+            cpu_baseline: Some(self.cpu_baseline.clone()),
+            max_migrations_per_pass: Some(i64::from(self.max_migrations_per_pass)),
+            max_moves_per_vm_per_day: Some(i64::from(self.max_moves_per_vm_per_day)),
+            cooldown_secs: None,
         };
+        let built = kubedrs_spec::pool::build(pool_name, &fields, "spec").map_err(|mut es| errors.append(&mut es)).ok();
 
         let mut rules = Vec::new();
         let mut seen = BTreeMap::new();
@@ -699,32 +689,15 @@ impl HostPoolSpec {
             rules.push(EngineRule { name: r.name.clone(), kind, enforcement });
         }
 
-        if !errors.is_empty() {
+        let Some(built) = built.filter(|_| errors.is_empty()) else {
+            errors.sort_by_key(|e| field_order(&e.field));
             return Err(InvalidSpec { errors });
-        }
-        let settings = PoolSettings {
-            name: pool_name.to_string(),
-            automation: match self.automation {
-                AutomationLevel::Manual => EngineAutomation::Manual,
-                AutomationLevel::PartiallyAutomated => EngineAutomation::PartiallyAutomated,
-                AutomationLevel::FullyAutomated => EngineAutomation::FullyAutomated,
-            },
-            migration_threshold: self.migration_threshold,
-            max_migrations_per_pass: self.max_migrations_per_pass,
-            concurrency: Concurrency {
-                per_pool: c.per_pool,
-                per_node_outbound: c.per_node_outbound,
-                per_node_inbound: (c.per_node_inbound > 0).then_some(c.per_node_inbound),
-            },
-            cpu_baseline,
-            max_moves_per_vm_per_day: self.max_moves_per_vm_per_day,
-            ..PoolSettings::default()
         };
         Ok(PoolConfig {
-            settings,
+            settings: built.settings,
             node_selector,
             rules,
-            interval,
+            interval: Duration::from_secs(built.interval_secs),
             honor_cordon: self.maintenance.honor_cordon,
             paused: self.paused,
         })
@@ -845,37 +818,27 @@ fn check_label_value(v: &str) -> Result<(), String> {
     }
 }
 
-/// Parses a Go-style duration (`90s`, `5m`, `1h30m`, `1.5h`, `500ms`), as `spec.interval` takes.
+/// The duration grammar of kubedrs ([`kubedrs_spec::duration`]), for `spec.interval` and the CLI flags.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("{s:?} is not a duration: use a number and a unit (ms, s, m, h), e.g. 30s, 5m, 1h30m");
-    let t = s.trim();
-    if t.is_empty() {
-        return Err(bad());
-    }
-    let mut rest = t;
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
-        if num_end == 0 {
-            return Err(bad());
-        }
-        let n: f64 = rest[..num_end].parse().map_err(|_| bad())?;
-        rest = &rest[num_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let secs = match &rest[..unit_end] {
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        rest = &rest[unit_end..];
-        total += n * secs;
-    }
-    if !total.is_finite() || total > 1e12 {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs_f64(total))
+    kubedrs_spec::duration::parse(s)
+}
+
+/// Errors in the order of the spec's fields (the builder reports the pool fields, this file the selectors
+/// and rules).
+fn field_order(field: &str) -> usize {
+    const ORDER: [&str; 10] = [
+        "spec.nodeSelector",
+        "spec.automation",
+        "spec.migrationThreshold",
+        "spec.interval",
+        "spec.concurrency",
+        "spec.cpuBaseline",
+        "spec.maintenance",
+        "spec.rules",
+        "spec.maxMigrationsPerPass",
+        "spec.maxMovesPerVmPerDay",
+    ];
+    ORDER.iter().position(|p| field.starts_with(p)).unwrap_or(ORDER.len())
 }
 
 #[cfg(test)]
@@ -904,7 +867,7 @@ mod tests {
         let cfg = s.validate("prod").unwrap();
         assert_eq!(cfg.interval, Duration::from_secs(300));
         assert_eq!(cfg.settings.name, "prod");
-        assert_eq!(cfg.settings.cpu_baseline, CpuBaselinePolicy::Auto);
+        assert_eq!(cfg.settings.cpu_baseline, kubedrs_engine::CpuBaselinePolicy::Auto);
         assert_eq!(cfg.settings.concurrency.per_node_inbound, Some(2));
         assert_eq!(cfg.node_selector, Selector::labels(&[("kubedrs.io/pool", "prod")]));
     }
@@ -930,7 +893,7 @@ rules:
         );
         let cfg = s.validate("prod").unwrap();
         assert_eq!(cfg.settings.automation, EngineAutomation::PartiallyAutomated);
-        assert_eq!(cfg.settings.cpu_baseline, CpuBaselinePolicy::Model("Haswell-noTSX".into()));
+        assert_eq!(cfg.settings.cpu_baseline, kubedrs_engine::CpuBaselinePolicy::Model("Haswell-noTSX".into()));
         assert_eq!(cfg.settings.concurrency.per_node_inbound, None, "0 means no inbound limit");
         assert_eq!(cfg.rules.len(), 2);
         assert_eq!(cfg.rules[0].kind, RuleKind::VMAntiAffinity { vm_selector: Selector::labels(&[("app", "web")]) });
@@ -969,12 +932,12 @@ rules:
                 "spec.nodeSelector.matchExpressions[0].operator",
                 "spec.migrationThreshold",
                 "spec.interval",
-                "spec.maxMovesPerVmPerDay",
                 "spec.cpuBaseline",
                 "spec.rules[0].nodeSelector",
                 "spec.rules[1].nodeSelector",
                 "spec.rules[2].name",
                 "spec.rules[2].vmSelector.matchExpressions[0].values",
+                "spec.maxMovesPerVmPerDay",
             ]
         );
         let text = err.to_string();
@@ -985,15 +948,17 @@ rules:
     }
 
     #[test]
-    fn durations_parse_like_go() {
+    fn durations_use_the_one_grammar() {
         assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("1500ms").unwrap(), Duration::from_millis(1500));
-        for bad in ["", "5", "m", "5 m", "5d", "-5m", "5m3"] {
+        for bad in ["", "m", "5 m", "-5m", "5m3"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+        // The grammar reads more than Go's (`5`, `2d`); the schema's pattern is what keeps `spec.interval`
+        // to Go-style durations at the API server.
     }
 
     #[test]

@@ -60,7 +60,8 @@ pub fn binding(namespace: &str, pod: &str, node: &str) -> Binding {
     }
 }
 
-/// The merge patch of a `PatchNode` action.
+/// The merge patch of a `PatchNode` action. The maintenance state is written as an annotation and
+/// mirrored in a label of the same key (labels show in `kubectl get nodes -L kubedrs.io/maintenance-state`).
 pub fn node_patch(
     unschedulable: Option<bool>,
     annotations: &std::collections::BTreeMap<String, Option<String>>,
@@ -68,6 +69,9 @@ pub fn node_patch(
     let mut p = serde_json::json!({});
     if !annotations.is_empty() {
         p["metadata"] = serde_json::json!({ "annotations": annotations });
+        if let Some(state) = annotations.get(crate::keys::MAINTENANCE_STATE) {
+            p["metadata"]["labels"] = serde_json::json!({ crate::keys::MAINTENANCE_STATE: state });
+        }
     }
     if let Some(u) = unschedulable {
         p["spec"] = serde_json::json!({ "unschedulable": u });
@@ -224,7 +228,15 @@ mod tests {
         let p = node_patch(Some(false), &[("kubedrs.io/maintenance-state".to_string(), None)].into());
         assert_eq!(
             p,
-            serde_json::json!({"metadata": {"annotations": {"kubedrs.io/maintenance-state": null}}, "spec": {"unschedulable": false}})
+            serde_json::json!({
+                "metadata": {
+                    "annotations": {"kubedrs.io/maintenance-state": null},
+                    "labels": {"kubedrs.io/maintenance-state": null}
+                },
+                "spec": {"unschedulable": false}
+            })
         );
+        let p = node_patch(None, &[("kubedrs.io/maintenance-state".to_string(), Some("Entering".to_string()))].into());
+        assert_eq!(p["metadata"]["labels"]["kubedrs.io/maintenance-state"], "Entering", "the label mirrors the state");
     }
 }

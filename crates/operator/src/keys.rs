@@ -21,7 +21,8 @@ pub const CPU_BASELINE: &str = "kubedrs.io/cpu-baseline";
 /// Node annotation set by the user: `"true"` (any case, surrounding spaces ignored) asks for maintenance;
 /// any other value is reported on the node (`BadAnnotation`) and ignored.
 pub const MAINTENANCE: &str = "kubedrs.io/maintenance";
-/// Node annotation set by kubedrs: `Entering` | `InMaintenance` | `Blocked`.
+/// Node annotation set by kubedrs, mirrored in a node label of the same key: `Entering` | `InMaintenance` |
+/// `Blocked`.
 pub const MAINTENANCE_STATE: &str = "kubedrs.io/maintenance-state";
 /// Node annotation set by kubedrs when it cordoned the node for maintenance (it uncordons only then).
 pub const CORDONED_BY_KUBEDRS: &str = "kubedrs.io/maintenance-cordoned";

@@ -39,8 +39,10 @@ pub struct NodeView {
     pub unschedulable: bool,
     /// `kubedrs.io/maintenance-cordoned: "true"`.
     pub cordoned_by_kubedrs: bool,
-    /// Current `kubedrs.io/maintenance-state` and `-message`.
+    /// Current `kubedrs.io/maintenance-state` and `-message` annotations.
     pub state: Option<String>,
+    /// Current `kubedrs.io/maintenance-state` label (the mirror of the annotation).
+    pub state_label: Option<String>,
     pub message: Option<String>,
 }
 
@@ -114,11 +116,15 @@ pub fn decide(
                 ));
                 annotations.insert(keys::MAINTENANCE_STATE.into(), Some(state.into()));
             }
+            if n.state_label.as_deref() != Some(state) {
+                // The label mirrors the annotation (see `execute::node_patch`): `kubectl get nodes -L`.
+                annotations.insert(keys::MAINTENANCE_STATE.into(), Some(state.into()));
+            }
             if n.message.as_deref() != Some(message.as_str()) {
                 annotations.insert(keys::MAINTENANCE_MESSAGE.into(), Some(message));
             }
         } else {
-            let ours = n.state.is_some() || n.message.is_some() || n.cordoned_by_kubedrs;
+            let ours = n.state.is_some() || n.state_label.is_some() || n.message.is_some() || n.cordoned_by_kubedrs;
             if !ours {
                 continue;
             }
@@ -253,11 +259,18 @@ mod tests {
             unschedulable: true,
             cordoned_by_kubedrs: true,
             state: Some("InMaintenance".into()),
+            state_label: Some("InMaintenance".into()),
             message: Some("no VM left on the node".into()),
             ..node("n1")
         };
-        let a = decide(&[n], policy(), &snap(&[("ns/b", "n2")]), &Plan::default(), &Ledger::default());
+        let a = decide(&[n.clone()], policy(), &snap(&[("ns/b", "n2")]), &Plan::default(), &Ledger::default());
         assert!(a.is_empty(), "{a:?}");
+        // A node marked before the state was mirrored in a label gets the label, without a new Event.
+        let unlabelled = NodeView { state_label: None, ..n };
+        let a = decide(&[unlabelled], policy(), &snap(&[("ns/b", "n2")]), &Plan::default(), &Ledger::default());
+        let (_, ann) = patch(&a).unwrap();
+        assert_eq!(ann[keys::MAINTENANCE_STATE].as_deref(), Some("InMaintenance"));
+        assert!(a.iter().all(|x| !matches!(x, Action::Event(_))), "{a:?}");
     }
 
     #[test]

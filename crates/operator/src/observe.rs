@@ -1,7 +1,8 @@
 //! Observe: Kubernetes objects -> one engine [`Snapshot`] per HostPool. Pure and synchronous: the
 //! controller hands in what its reflector stores hold, tests hand in fixtures.
 //!
-//! The steps, in order, for all pools at once (membership depends on every pool):
+//! The steps, in order (membership depends on every pool's selector, so step 1-2 read every spec; steps
+//! 3-6 translate only the pool being passed, see [`observe_pools`]):
 //! 1. validate each HostPool spec ([`super::crd::HostPoolSpec::validate`]); an invalid pool gets no snapshot;
 //! 2. node membership: a node matched by one pool belongs to it; matched by two or more it is a conflict,
 //!    reported on each of those pools and left out of all of them;
@@ -99,7 +100,16 @@ impl Observation {
 
 /// Observes every pool. `now` is in seconds since the Unix epoch (the clock of [`Snapshot::now`]).
 pub fn observe(cluster: &Cluster, demand: &DemandWindow, now: u64) -> Observation {
+    observe_pools(cluster, demand, now, None)
+}
+
+/// Observes one pool (`only`), or every pool (`None`). Every spec is still read (membership depends on all
+/// of them), but only the pool's nodes, VMs and migrations are translated: a pass over one pool costs what
+/// that pool holds, not what the cluster holds. Warnings are those of the objects translated, plus the
+/// cluster-wide ones (specs, conflicts, VMs naming no pool).
+pub fn observe_pools(cluster: &Cluster, demand: &DemandWindow, now: u64, only: Option<&str>) -> Observation {
     let mut warnings = Vec::new();
+    let wanted = |pool: &str| only.is_none_or(|o| o == pool);
 
     // 1. Specs.
     let mut pools: Vec<(&HostPool, Result<PoolConfig, InvalidSpec>)> = cluster
@@ -150,7 +160,13 @@ pub fn observe(cluster: &Cluster, demand: &DemandWindow, now: u64) -> Observatio
     // 3. Nodes per pool.
     let mut nodes_of: BTreeMap<&str, Vec<Node>> = BTreeMap::new();
     let mut conflicts_of: BTreeMap<&str, Vec<NodeConflict>> = BTreeMap::new();
-    let vmis_on_node = |node: &str| cluster.vmis.iter().filter(|v| v.node_name() == Some(node)).count();
+    let mut vmis_per_node: BTreeMap<&str, usize> = BTreeMap::new();
+    for v in &cluster.vmis {
+        if let Some(n) = v.node_name() {
+            *vmis_per_node.entry(n).or_default() += 1;
+        }
+    }
+    let vmis_on_node = |node: &str| vmis_per_node.get(node).copied().unwrap_or(0);
     let mut node_by_name: BTreeMap<&str, &KubeNode> = BTreeMap::new();
     for n in &cluster.nodes {
         let name = n.metadata.name.as_deref().unwrap_or_default();
@@ -165,6 +181,9 @@ pub fn observe(cluster: &Cluster, demand: &DemandWindow, now: u64) -> Observatio
             continue;
         }
         let Some(pool) = matched.first() else { continue };
+        if !wanted(pool) {
+            continue;
+        }
         let honor_cordon = pools
             .iter()
             .find(|(p, _)| p.metadata.name.as_deref() == Some(pool))
@@ -226,6 +245,9 @@ pub fn observe(cluster: &Cluster, demand: &DemandWindow, now: u64) -> Observatio
                 None => continue,
             },
         };
+        if !wanted(pool) {
+            continue;
+        }
         if let Some(n) = node
             && pool_of_node(n) != Some(pool)
         {
@@ -287,6 +309,9 @@ pub fn observe(cluster: &Cluster, demand: &DemandWindow, now: u64) -> Observatio
     let mut out = Vec::new();
     for (p, config) in pools {
         let name = p.metadata.name.as_deref().unwrap_or_default();
+        if !wanted(name) {
+            continue;
+        }
         let snapshot = config.as_ref().ok().map(|cfg| {
             let mut nodes = nodes_of.remove(name).unwrap_or_default();
             nodes.sort_by(|a, b| a.name.cmp(&b.name));
@@ -810,6 +835,7 @@ pub fn node_view(n: &KubeNode) -> NodeView {
         unschedulable: n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
         cordoned_by_kubedrs: get(keys::CORDONED_BY_KUBEDRS).is_some_and(|v| v == "true"),
         state: get(keys::MAINTENANCE_STATE),
+        state_label: n.metadata.labels.as_ref().and_then(|l| l.get(keys::MAINTENANCE_STATE)).cloned(),
         message: get(keys::MAINTENANCE_MESSAGE),
     }
 }

@@ -32,7 +32,7 @@ use crate::events::EventMemo;
 use crate::maintenance::NodeView;
 use crate::maintenance::{self, MaintenancePolicy};
 use crate::migrations::{Ledger, MigrationRecord};
-use crate::observe::{Cluster, DemandWindow, Warning, observe, pending_pods, pool_node_views};
+use crate::observe::{Cluster, DemandWindow, Warning, observe_pools, pending_pods, pool_node_views};
 use crate::status::{self, Outcome, Planned};
 use kubedrs_engine::{Backoff, CpuBaselinePolicy, Gate, InFlight, NodeState, Plan, Snapshot};
 
@@ -150,7 +150,7 @@ pub fn pass(input: &PassInput<'_>) -> PassOutput {
     };
 
     // 1. Observe.
-    let obs = observe(input.cluster, input.demand, u64::try_from(now).unwrap_or(0));
+    let obs = observe_pools(input.cluster, input.demand, u64::try_from(now).unwrap_or(0), Some(&name));
     out.warnings = obs.warnings.iter().filter_map(warning_event).collect();
     let Some(po) = obs.pool(&name) else {
         // Deleted between the trigger and now.

@@ -197,3 +197,36 @@ fn cel_refuses_what_the_schema_cannot_say() {
         assert!(errs.iter().any(|e| e.contains(want)), "{extra}: want {want:?}, got {errs:?}");
     }
 }
+
+/// Every integer of the installed schema is bounded by what the operator's types hold, so the API server
+/// refuses an object the operator could not decode (one such HostPool once made every list fail).
+#[test]
+fn the_installed_schema_bounds_every_integer_to_its_rust_type() {
+    let crd = serde_json::to_value(&kubedrs_operator::crd::all_crds()[0]).unwrap();
+    let schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone();
+    fn check(path: &str, v: &Value, unbounded: &mut Vec<String>) {
+        if let Some(map) = v.as_object() {
+            if map.get("type") == Some(&Value::from("integer"))
+                && (map.get("minimum").is_none() || map.get("maximum").is_none())
+            {
+                unbounded.push(path.to_string());
+            }
+            for (k, child) in map {
+                check(&format!("{path}.{k}"), child, unbounded);
+            }
+        }
+    }
+    let mut unbounded = Vec::new();
+    check("", &schema, &mut unbounded);
+    assert!(unbounded.is_empty(), "integers without both bounds: {unbounded:?}");
+
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let pool = |nodes: u64| {
+        serde_json::json!({
+            "apiVersion": "kubedrs.io/v1alpha1", "kind": "HostPool", "metadata": {"name": "p"},
+            "spec": {"nodeSelector": {}}, "status": {"nodes": nodes}
+        })
+    };
+    assert!(validator.is_valid(&pool(u64::from(u32::MAX))));
+    assert!(!validator.is_valid(&pool(u64::from(u32::MAX) + 1)), "status.nodes above u32 must be refused");
+}

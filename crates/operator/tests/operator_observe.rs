@@ -436,3 +436,23 @@ fn the_maintenance_annotation_is_read_the_same_way_by_observe_and_maintenance() 
     let plan = kubedrs_engine::plan(&s).unwrap();
     assert!(plan.moves.iter().any(|m| m.vm == "ns/a" && m.from == "upper"), "the VM leaves: {:?}", plan.moves);
 }
+
+/// A pass over one pool translates only that pool, and sees it exactly as observing every pool does.
+#[test]
+fn observing_one_pool_gives_that_pool_as_observing_all_does() {
+    let w = World::default()
+        .pool(pool("a").selects(keys::POOL, "a").build())
+        .pool(pool("b").selects(keys::POOL, "b").build())
+        .node(node("a1").cpu("8").memory("16Gi").in_pool("a").build())
+        .node(node("b1").cpu("8").memory("16Gi").in_pool("b").build())
+        .vmi(vmi("ns/x").on("a1").cpus(1).memory("1Gi").build())
+        .vmi(vmi("ns/y").on("b1").cpus(1).memory("1Gi").annotation(keys::CPU_SHARES, "lots").build());
+    let all = w.observe();
+    let one = kubedrs_operator::observe::observe_pools(&w.0, &DemandWindow::default(), NOW, Some("a"));
+    assert_eq!(one.pools.len(), 1);
+    assert_eq!(one.pool("a"), all.pool("a"));
+    assert!(one.pool("b").is_none());
+    // Pool b's VM was not translated: its bad annotation is pool b's pass's to report.
+    assert!(all.warnings.iter().any(|w| w.name == "y"), "{:?}", all.warnings);
+    assert!(one.warnings.iter().all(|w| w.name != "y"), "{:?}", one.warnings);
+}

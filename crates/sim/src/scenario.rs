@@ -9,9 +9,10 @@ use super::cpu;
 use super::workload::{Pattern, TRACE_SAMPLE_SECS, TraceStore, Workload};
 use super::yamlpos::PathIndex;
 use kubedrs_engine::{
-    Allocation, Automation, Concurrency, CpuBaselinePolicy, CpuRequirement, Enforcement, Labels, Node, NodeState,
-    PoolSettings, Resources, Rule, RuleKind, Selector, SelectorOperator, SelectorRequirement, Shares, Vm, VmAutomation,
+    Allocation, Automation, CpuRequirement, Enforcement, Labels, Node, NodeState, PoolSettings, Resources, Rule,
+    RuleKind, Selector, SelectorOperator, SelectorRequirement, Shares, Vm, VmAutomation,
 };
+use kubedrs_spec::pool::PoolFields;
 use kubedrs_spec::quantity;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
@@ -123,52 +124,9 @@ scalar_type!(
     }
 );
 
-/// Parses `90s`, `5m`, `1h30m`, `2d`, `250ms`, `02:15` (hours:minutes[:seconds]) or a bare number of seconds.
+/// The duration grammar of kubedrs ([`kubedrs_spec::duration::parse_secs`]).
 pub fn parse_duration(s: &str) -> Result<f64, String> {
-    let t = s.trim();
-    let bad = || format!("{t:?} is not a duration: use e.g. 30s, 5m, 1h30m, 2d, 02:15 or a number of seconds");
-    if t.is_empty() {
-        return Err(bad());
-    }
-    if let Ok(v) = t.parse::<f64>() {
-        return if v.is_finite() && v >= 0.0 {
-            Ok(v)
-        } else {
-            Err(format!("{t:?} is negative: durations are 0 or more"))
-        };
-    }
-    if t.contains(':') {
-        let parts: Vec<&str> = t.split(':').collect();
-        let nums: Option<Vec<u64>> = parts.iter().map(|p| p.parse::<u64>().ok()).collect();
-        return match nums.as_deref() {
-            Some([h, m]) if *m < 60 => Ok((h * 3600 + m * 60) as f64),
-            Some([h, m, s]) if *m < 60 && *s < 60 => Ok((h * 3600 + m * 60 + s) as f64),
-            _ => Err(bad()),
-        };
-    }
-    if t.starts_with('-') {
-        return Err(format!("{t:?} is negative: durations are 0 or more"));
-    }
-    let mut total = 0.0;
-    let mut rest = t;
-    while !rest.is_empty() {
-        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
-        let (num, after) = rest.split_at(n);
-        let value: f64 = num.parse().map_err(|_| bad())?;
-        let u = after.find(|c: char| c.is_ascii_digit()).unwrap_or(after.len());
-        let (unit, next) = after.split_at(u);
-        let scale = match unit {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            "d" => 86400.0,
-            _ => return Err(bad()),
-        };
-        total += value * scale;
-        rest = next;
-    }
-    Ok(total)
+    kubedrs_spec::duration::parse_secs(s)
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {
@@ -833,55 +791,30 @@ impl Resolver<'_> {
     }
 
     fn pool(&self, p: &PoolSpec, name: &str) -> R<PoolSettings> {
-        let mut s =
-            PoolSettings { name: p.name.clone().unwrap_or_else(|| name.to_string()), ..PoolSettings::default() };
-        if let Some(a) = p.automation {
-            s.automation = a;
-        }
-        if let Some(t) = p.migration_threshold {
-            if !(1..=5).contains(&t) {
-                return Err(self.err(
-                    "pool.migrationThreshold",
-                    format!("{t} is out of range: use 1 (only mandatory moves) .. 5 (most aggressive)"),
-                ));
+        let c = p.concurrency.as_ref();
+        let fields = PoolFields {
+            automation: p.automation,
+            migration_threshold: p.migration_threshold,
+            interval_secs: p.interval.map(|d| d.0),
+            per_pool: c.and_then(|c| c.per_pool).map(|l| l.0),
+            per_node_outbound: c.and_then(|c| c.per_node_outbound).map(|l| l.0),
+            per_node_inbound: c.and_then(|c| c.per_node_inbound).map(|l| l.0),
+            cpu_baseline: p.cpu_baseline.clone(),
+            max_migrations_per_pass: p.max_migrations_per_pass.map(i64::from),
+            max_moves_per_vm_per_day: p.max_moves_per_vm_per_day.map(i64::from),
+            cooldown_secs: p.cooldown.map(|d| d.0),
+        };
+        let name = p.name.clone().unwrap_or_else(|| name.to_string());
+        match kubedrs_spec::pool::build(&name, &fields, "pool") {
+            Ok(built) => Ok(built.settings),
+            // Pointed at the first field; every problem listed.
+            Err(errors) => {
+                let all = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+                let first = errors[0].field.trim_start_matches("pool.").to_string();
+                let message = if errors.len() == 1 { errors[0].message.clone() } else { all };
+                Err(self.err(&format!("pool.{first}"), message))
             }
-            s.migration_threshold = t as u8;
         }
-        if let Some(c) = &p.concurrency {
-            let d = Concurrency::default();
-            let need = |field: &str, l: Option<Limit>, default: u32| -> R<u32> {
-                match l {
-                    None => Ok(default),
-                    Some(Limit(Some(n))) => Ok(n),
-                    Some(Limit(None)) => {
-                        Err(self.err(field, "must be a positive integer here (only perNodeInbound may be unlimited)"))
-                    }
-                }
-            };
-            s.concurrency = Concurrency {
-                per_pool: need("pool.concurrency.perPool", c.per_pool, d.per_pool)?,
-                per_node_outbound: need("pool.concurrency.perNodeOutbound", c.per_node_outbound, d.per_node_outbound)?,
-                per_node_inbound: c.per_node_inbound.map(|l| l.0).unwrap_or(d.per_node_inbound),
-            };
-        }
-        if let Some(b) = &p.cpu_baseline {
-            s.cpu_baseline = match b.as_str() {
-                "Auto" => CpuBaselinePolicy::Auto,
-                "Off" => CpuBaselinePolicy::Off,
-                "" => return Err(self.err("pool.cpuBaseline", "is empty: use Auto, Off or a CPU model name")),
-                m => CpuBaselinePolicy::Model(m.to_string()),
-            };
-        }
-        if let Some(n) = p.max_migrations_per_pass {
-            s.max_migrations_per_pass = n;
-        }
-        if let Some(n) = p.max_moves_per_vm_per_day {
-            s.max_moves_per_vm_per_day = n;
-        }
-        if let Some(c) = p.cooldown {
-            s.cooldown_secs = self.whole_secs("pool.cooldown", c, 0.0)?;
-        }
-        Ok(s)
     }
 
     fn selector(&self, field: &str, s: &SelectorSpec) -> R<Selector> {
