@@ -3,9 +3,11 @@
 //! engine (every `interval`; between them when new VMs wait for a node or a migration ended while mandatory
 //! moves waited for a slot, and then only placements and mandatory moves are acted on) -> the step's metrics.
 //!
-//! This module is the simulated actuator: it owns the automation levels and the concurrency limits, as the
-//! operator's actuate step does (the engine's plan is input, never trusted blindly: an entry that no longer
-//! matches the pool is counted as rejected, not carried out).
+//! This module is the simulated actuator. It owns no limit: it calls the operator's gate
+//! ([`kubedrs_engine::Gate`]: automation level, a VM's Manual, the balancing clock, the plan's order and
+//! concurrency slots, the VM still on its source), then plays the node: the target pod is admitted only when
+//! its requests fit what is left there (as the kubelet does). An entry that no longer matches the pool is
+//! counted as rejected, not carried out.
 
 use super::cluster::{Cluster, Ended, MaintenanceState, Outcome, VmStatus};
 use super::metrics::{
@@ -14,7 +16,7 @@ use super::metrics::{
 };
 use super::policies::{EnginePolicy, Policy, PolicyError};
 use super::scenario::{EventKind, Scenario, ScenarioError};
-use kubedrs_engine::{self, Automation, Plan};
+use kubedrs_engine::{self, Gate, Plan, Verdict};
 use kubedrs_spec::quantity::human_bytes;
 use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
@@ -372,10 +374,14 @@ impl<'a> Run<'a> {
             balance_summary: plan.balance_summary.clone(),
         };
 
-        // Placements: executed unless the pool is Manual.
+        // The operator's gate (automation level, a VM's Manual, the balancing clock, the plan's order and
+        // concurrency slots, the VM still on its source); the limits are the plan's own.
+        let gate = Gate { automation, paused: false, dry_run: false, balance_due: kind == PassKind::Balance };
+
+        // Placements: executed unless the gate says recommend (Manual).
         let mut placed = Vec::new();
         for p in &plan.placements {
-            if automation == Automation::Manual {
+            if gate.of_placement() != Verdict::Execute {
                 rec.recommended += 1;
                 continue;
             }
@@ -398,35 +404,33 @@ impl<'a> Run<'a> {
         let mut waiting: Vec<String> = Vec::new();
         {
             for m in plan.moves.iter().filter(|m| kind == PassKind::Balance || m.reason.is_mandatory()) {
-                let policy_allows = match automation {
-                    Automation::Manual => false,
-                    Automation::PartiallyAutomated => m.reason.is_mandatory(),
-                    Automation::FullyAutomated => true,
-                };
-                if m.recommend_only || !policy_allows {
-                    rec.recommended += 1;
-                    continue;
-                }
-                // The plan's order: a move starts only once the moves it waits for have finished (the next pass,
-                // after they end, plans it again with nothing to wait for).
-                if !m.after.is_empty() {
-                    rec.deferred += 1;
-                    mandatory_deferred |= m.reason.is_mandatory();
-                    waiting.push(format!("{} -> {} {}", m.vm, m.to, m.waits));
-                    continue;
-                }
-                if m.deferred {
-                    rec.deferred += 1;
-                    mandatory_deferred |= m.reason.is_mandatory();
-                    continue;
-                }
                 let Some(i) = self.c.vm(&m.vm) else {
                     rec.rejected += 1;
                     continue;
                 };
+                match gate.of_move(m, self.c.vms[i].vm.node.as_deref()) {
+                    Verdict::Execute => {}
+                    Verdict::Recommend(_) => {
+                        rec.recommended += 1;
+                        continue;
+                    }
+                    Verdict::Hold(_) if !m.after.is_empty() || m.deferred => {
+                        // A move that waits for others, or for a slot: planned again when a migration ends.
+                        rec.deferred += 1;
+                        mandatory_deferred |= m.reason.is_mandatory();
+                        if !m.after.is_empty() {
+                            waiting.push(format!("{} -> {} {}", m.vm, m.to, m.waits));
+                        }
+                        continue;
+                    }
+                    Verdict::Hold(why) => {
+                        rec.rejected += 1;
+                        self.note(t, "warning", format!("move of {} {} -> {} ignored: {why}", m.vm, m.from, m.to));
+                        continue;
+                    }
+                }
                 let v = &self.c.vms[i];
                 if v.status != VmStatus::Running
-                    || v.vm.node.as_deref() != Some(m.from.as_str())
                     || self.c.migrating(i)
                     || !self.c.accepts_vms(&m.to)
                     || !v.vm.live_migratable
@@ -437,11 +441,6 @@ impl<'a> Run<'a> {
                         "warning",
                         format!("move of {} {} -> {} does not match the pool now: ignored", m.vm, m.from, m.to),
                     );
-                    continue;
-                }
-                if !self.slot_free(&m.from, &m.to) {
-                    rec.deferred += 1;
-                    mandatory_deferred |= m.reason.is_mandatory();
                     continue;
                 }
                 // The kubelet admits the target pod only when its requests fit what is left on the node.
@@ -517,15 +516,6 @@ impl<'a> Run<'a> {
         self.passes.push(rec);
         self.maintenance_states(t, Some(&plan));
         Ok(())
-    }
-
-    /// The actuator's own concurrency check (pool, source outbound, target inbound).
-    fn slot_free(&self, from: &str, to: &str) -> bool {
-        let c = &self.s.pool.concurrency;
-        let m = &self.c.migrations;
-        (m.len() as u32) < c.per_pool
-            && (m.iter().filter(|x| x.source == from).count() as u32) < c.per_node_outbound
-            && c.per_node_inbound.is_none_or(|limit| (m.iter().filter(|x| x.target == to).count() as u32) < limit)
     }
 
     /// The engine refused the snapshot: point at the scenario field it came from.
