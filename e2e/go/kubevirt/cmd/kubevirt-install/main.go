@@ -61,7 +61,10 @@ func main() {
 
 	emit(&corev1.Namespace{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
 		ObjectMeta: metav1.ObjectMeta{Name: *namespace}})
-	for _, crd := range strategy.CRDs() {
+	// The KubeVirt CRD comes with virt-operator's own manifest (kubevirt-operator.yaml), not the strategy.
+	kvCrd, err := components.NewKubeVirtCrd()
+	check(err)
+	for _, crd := range append(strategy.CRDs(), kvCrd) {
 		crd.TypeMeta = metav1.TypeMeta{APIVersion: "apiextensions.k8s.io/v1", Kind: "CustomResourceDefinition"}
 		emit(crd)
 	}
