@@ -425,14 +425,15 @@ impl Scenario {
     }
 
     /// Starts the KubeVirt emulator with `args` (`--migration-rate`, `--phase-step-ms`, ...): with the real
-    /// KubeVirt the node emulator (`kubevirt-node --help`), acting as virt-handler with its service
-    /// account's kubeconfig (`<run dir>/virt-handler.kubeconfig`, written by `e2e/cluster up`); else the
+    /// KubeVirt the node emulator (`kubevirt-node --help`): the kubelet with the cluster's kubeconfig,
+    /// virt-handler with its service account's (`<run dir>/virt-handler.kubeconfig`, written by
+    /// `e2e/cluster up`); else the
     /// whole-KubeVirt emulator (`kubevirt-emulator --help`).
     pub fn start_emulator(&mut self, args: &[&str]) -> anyhow::Result<usize> {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let mut env = vec![("RUST_LOG", "info".to_string())];
         let bin = if real_kubevirt() {
-            env.push(("KUBECONFIG", run_dir().join("virt-handler.kubeconfig").display().to_string()));
+            env.push(("KUBEVIRT_HANDLER_KUBECONFIG", run_dir().join("virt-handler.kubeconfig").display().to_string()));
             node_emulator_bin()
         } else {
             emulator_bin()

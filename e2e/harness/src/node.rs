@@ -92,14 +92,16 @@ struct Stores {
     nodes: Store<Node>,
 }
 
-/// Runs the node emulator until SIGINT/SIGTERM.
-pub async fn run(client: Client, cfg: Config) -> anyhow::Result<()> {
+/// Runs the node emulator until SIGINT/SIGTERM. `client` plays the kubelet (it reads every pod and VM and
+/// writes pod status, like a node's kubelet); `handler` plays virt-handler (VMI and node writes, with
+/// virt-handler's own service account and so KubeVirt's RBAC and virt-api's checks).
+pub async fn run(client: Client, handler: Client, cfg: Config) -> anyhow::Result<()> {
     let notify = Arc::new(Notify::new());
     let stores = Stores {
         vms: dyn_reflector(Api::all_with(client.clone(), &vm_resource()), vm_resource(), &notify),
-        vmis: dyn_reflector(Api::all_with(client.clone(), &vmi_resource()), vmi_resource(), &notify),
+        vmis: dyn_reflector(Api::all_with(handler.clone(), &vmi_resource()), vmi_resource(), &notify),
         pods: typed_reflector(Api::<Pod>::all(client.clone()), watcher::Config::default(), &notify),
-        nodes: typed_reflector(Api::<Node>::all(client.clone()), watcher::Config::default(), &notify),
+        nodes: typed_reflector(Api::<Node>::all(handler.clone()), watcher::Config::default(), &notify),
     };
     stores.vms.wait_until_ready().await.map_err(|e| anyhow::anyhow!("vms: {e}"))?;
     stores.vmis.wait_until_ready().await.map_err(|e| anyhow::anyhow!("vmis: {e}"))?;
@@ -108,6 +110,7 @@ pub async fn run(client: Client, cfg: Config) -> anyhow::Result<()> {
     tracing::info!(?cfg, "kubevirt-node ready");
     let mut n = NodeEmulator {
         client,
+        handler,
         rng: ChaCha8Rng::seed_from_u64(cfg.seed),
         cfg,
         stores,
@@ -130,6 +133,7 @@ pub async fn run(client: Client, cfg: Config) -> anyhow::Result<()> {
 
 struct NodeEmulator {
     client: Client,
+    handler: Client,
     cfg: Config,
     rng: ChaCha8Rng,
     stores: Stores,
@@ -347,7 +351,7 @@ impl NodeEmulator {
 
     async fn heartbeat(&mut self, nodes: &BTreeMap<String, Node>) {
         let due = self.last_heartbeat.is_none_or(|t| t.elapsed() >= self.cfg.heartbeat);
-        let api: Api<Node> = Api::all(self.client.clone());
+        let api: Api<Node> = Api::all(self.handler.clone());
         let now = now_rfc3339();
         let mut ok = true;
         for (name, n) in nodes {
@@ -595,7 +599,7 @@ impl NodeEmulator {
     async fn update_vmi(&self, vmi: &Value, status: Value, labels: Option<Value>) -> bool {
         let ns = str_at(vmi, &["metadata", "namespace"]).unwrap_or_default();
         let name = str_at(vmi, &["metadata", "name"]).unwrap_or_default();
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &vmi_resource());
+        let api: Api<DynamicObject> = Api::namespaced_with(self.handler.clone(), ns, &vmi_resource());
         let mut obj = vmi.clone();
         obj["status"] = status;
         if let Some(Value::Object(l)) = labels

@@ -47,6 +47,15 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = kube::Client::try_default().await?;
-        kubedrs_e2e::node::run(client, cfg).await
+        // virt-handler's identity (its service account's kubeconfig), else the same client.
+        let handler = match std::env::var_os("KUBEVIRT_HANDLER_KUBECONFIG") {
+            Some(path) => {
+                let kc = kube::config::Kubeconfig::read_from(&path)?;
+                let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+                kube::Client::try_from(cfg)?
+            }
+            None => client.clone(),
+        };
+        kubedrs_e2e::node::run(client, handler, cfg).await
     })
 }
