@@ -98,4 +98,5 @@ patch_kwok_stages_for_kubevirt() {
   kubectl_ patch stage pod-ready --type=json -p \
     '[{"op":"add","path":"/spec/selector/matchExpressions/-","value":{"key":".metadata.labels.\"kubevirt.io\"","operator":"DoesNotExist"}}]' \
     >/dev/null
+  kubectl_ apply --server-side --force-conflicts -f "$E2E_DIR/manifests/kwok-usage-launcher.yaml" >/dev/null
 }

@@ -249,6 +249,24 @@ fn pod_ip(pod_uid: &str) -> String {
     format!("10.245.{}.{}", (h >> 8) % 256, (h % 254) + 1)
 }
 
+/// A stable stand-in for a sha256 digest.
+fn digest(s: &str) -> String {
+    (0..4u64)
+        .map(|i| {
+            let h = s.bytes().fold(14695981039346656037u64 ^ i, |h, b| (h ^ u64::from(b)).wrapping_mul(1099511628211));
+            format!("{h:016x}")
+        })
+        .collect()
+}
+
+/// The image ID a container runtime reports: the image pinned by digest (virt-controller requires it of
+/// containerDisk containers before it renders a migration target: "no reproducible image digest").
+fn image_id(image: &Value) -> String {
+    let image = image.as_str().unwrap_or_default();
+    let repo = image.rsplit_once(':').filter(|(_, t)| !t.contains('/')).map_or(image, |(r, _)| r);
+    format!("{repo}@sha256:{}", digest(image))
+}
+
 /// The status a running pod gets (what KWOK's pod-ready stage writes for the others).
 fn running_status(pod: &Value) -> Value {
     let now = now_rfc3339();
@@ -257,7 +275,9 @@ fn running_status(pod: &Value) -> Value {
         .into_iter()
         .flatten()
         .map(|c| {
-            json!({"name": c["name"], "image": c["image"], "ready": true, "restartCount": 0, "started": true,
+            json!({"name": c["name"], "image": c["image"], "imageID": image_id(&c["image"]),
+                        "containerID": format!("containerd://{}", digest(&format!("{}/{}", uid(pod), c["name"]))),
+                        "ready": true, "restartCount": 0, "started": true,
                         "state": {"running": {"startedAt": now}}})
         })
         .collect();
@@ -265,7 +285,8 @@ fn running_status(pod: &Value) -> Value {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|c| json!({"name": c["name"], "image": c["image"], "ready": true, "restartCount": 0,
+        .map(|c| json!({"name": c["name"], "image": c["image"], "imageID": image_id(&c["image"]),
+                        "ready": true, "restartCount": 0,
                         "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}}}))
         .collect();
     let ip = pod_ip(&uid(pod));
