@@ -11,27 +11,33 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a pool over simulated time with the engine, from a scenario file (no cluster needed).
-    Simulate(kubedrs::sim::cli::SimulateArgs),
+    Simulate(kubedrs_sim::cli::SimulateArgs),
     /// Run the same pools and traces under kube-scheduler, the descheduler, ProxLB, kubedrs (thresholds 1-5)
     /// and the per-snapshot optimum, side by side, and write the figures (CSV, Markdown).
-    Compare(kubedrs::sim::compare::CompareArgs),
+    Compare(kubedrs_sim::compare::CompareArgs),
     /// Run the operator (reflectors, leader election, per-pool passes, metrics, optional webhook).
-    Run(kubedrs::operator::run::RunArgs),
+    #[cfg(feature = "operator")]
+    Run(kubedrs_operator::run::RunArgs),
     /// Dry run against a live cluster: print the plan of each pool (nothing is written).
-    Plan(kubedrs::operator::plan_cli::PlanArgs),
+    #[cfg(feature = "operator")]
+    Plan(kubedrs_operator::plan_cli::PlanArgs),
     /// Print the CustomResourceDefinitions of kubedrs as YAML (`kubedrs crd | kubectl apply -f -`).
+    #[cfg(feature = "operator")]
     Crd,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Simulate(args) => kubedrs::sim::cli::run(args),
-        Command::Compare(args) => kubedrs::sim::compare::run(args),
-        Command::Run(args) => kubedrs::operator::run::run(args),
-        Command::Plan(args) => kubedrs::operator::plan_cli::run(args),
+        Command::Simulate(args) => kubedrs_sim::cli::run(args),
+        Command::Compare(args) => kubedrs_sim::compare::run(args),
+        #[cfg(feature = "operator")]
+        Command::Run(args) => kubedrs_operator::run::run(args),
+        #[cfg(feature = "operator")]
+        Command::Plan(args) => kubedrs_operator::plan_cli::run(args),
+        #[cfg(feature = "operator")]
         Command::Crd => {
-            print!("{}", kubedrs::operator::crd::crds_yaml()?);
+            print!("{}", kubedrs_operator::crd::crds_yaml()?);
             Ok(())
         }
     }

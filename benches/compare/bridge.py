@@ -4,7 +4,7 @@
     bridge.py proxlb  [--time-limit S] [--balanciness N] [--method cpu]
     bridge.py optimum [--time-limit S]
 
-Request (from src/sim/policies/external.rs): nodes and VMs in name order.
+Request (from crates/sim/src/policies/external.rs): nodes and VMs in name order.
     {"now", "nodes": [{"name", "cpu_millis", "memory_bytes", "accepts", "counted", "maintenance"}],
      "vms": [{"name", "node" (index or null), "vcpus", "memory_bytes", "req_cpu", "req_mem", "demand_cpu",
               "demand_mem", "ent": [cpu, mem], "allowed": [node indices], "migrating", "movable"}],

@@ -1,6 +1,6 @@
 //! The real descheduler (`sigs.k8s.io/descheduler`, built from its Go module by `e2e/descheduler/build`)
 //! against the local control plane, on the shared cases of `e2e/descheduler/cases.yaml`, whose recorded
-//! answers kubedrs' re-implementation (`src/sim/policies/parity.rs`) is checked against too.
+//! answers kubedrs' re-implementation (`crates/sim/src/policies/parity.rs`) is checked against too.
 //!
 //! Every case gets its own KWOK nodes (labelled with the case, tainted so nothing else lands there) and
 //! namespace; its pods carry the usage annotations that KWOK turns into kubelet metrics and metrics-server

@@ -1,0 +1,745 @@
+//! **actuate**: turns a gated plan into actions (the vocabulary every later step speaks: [`Action`],
+//! [`EventSpec`]).
+//!
+//! Step 5 of [`crate::pass`]. [`decide`] is a pure function from the plan, the pass's [`Gate`], the pending
+//! pods kubedrs schedules and kubedrs' migrations to a list of [`Action`]s and the recommendations the status
+//! shows. It owns no limit: concurrency, one migration per VMI, backoff after failures, cooldowns and the
+//! per-day cap are the engine's (a move without a slot comes `deferred`, a VM already migrating or backing
+//! off comes `blocked`), fed every migration in flight, including the ones this operator created moments
+//! ago. What the gate adds: `paused`, the automation level, a VM's `kubedrs.io/automation: Manual`, the
+//! dry run, the balancing clock, and "the VM is no longer where the plan saw it".
+//!
+//! Events for decisions that last (recommendations, backoff, blocked placement) carry a `once` key so that
+//! [`crate::events::EventMemo`] emits them once per change, not every pass. The executor that
+//! applies the actions with a client is [`crate::execute`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::crd::Recommendation;
+use crate::migrations::{Ledger, MigrationRecord};
+use kubedrs_engine::{BlockedReason, Gate, Plan, Reason, Snapshot, Verdict};
+
+/// What an Event is about.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Target {
+    /// A VirtualMachine.
+    Vm {
+        namespace: String,
+        name: String,
+    },
+    /// A VirtualMachineInstance.
+    Vmi {
+        namespace: String,
+        name: String,
+    },
+    Pod {
+        namespace: String,
+        name: String,
+    },
+    Node(String),
+    Pool(String),
+    Migration {
+        namespace: String,
+        name: String,
+    },
+}
+
+impl Target {
+    /// The VMI of a snapshot VM name (`namespace/name`).
+    pub fn vm(key: &str) -> Target {
+        let (namespace, name) = split_key(key);
+        Target::Vmi { namespace: namespace.into(), name: name.into() }
+    }
+}
+
+/// `namespace/name` -> (`namespace`, `name`); a key without a slash is a cluster-scoped name.
+pub fn split_key(key: &str) -> (&str, &str) {
+    key.split_once('/').unwrap_or(("", key))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Normal,
+    Warning,
+}
+
+/// An Event to publish: `reason` is a CamelCase word (the e2e tests match on it), `note` the why in words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSpec {
+    pub target: Target,
+    pub kind: EventKind,
+    pub reason: String,
+    /// What kubedrs did or would do (`Migrate`, `Bind`, `Recommend`, `Cordon`...).
+    pub action: String,
+    pub note: String,
+    /// Emit once while this key keeps appearing pass after pass (see `EventMemo`); `None`: every time.
+    pub once: Option<String>,
+}
+
+impl EventSpec {
+    pub fn new(target: Target, kind: EventKind, reason: &str, action: &str, note: impl Into<String>) -> Self {
+        EventSpec { target, kind, reason: reason.into(), action: action.into(), note: note.into(), once: None }
+    }
+
+    pub fn once(mut self, key: impl Into<String>) -> Self {
+        self.once = Some(key.into());
+        self
+    }
+}
+
+/// One change to the cluster. The executor applies them in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Create a `VirtualMachineInstanceMigration` (see `VirtualMachineInstanceMigration::for_move`).
+    CreateMigration {
+        namespace: String,
+        vmi: String,
+        from: String,
+        to: String,
+        reason: Reason,
+        why: String,
+    },
+    /// Bind a pending pod to a node through the Binding subresource.
+    Bind {
+        namespace: String,
+        pod: String,
+        node: String,
+        vm: String,
+        why: String,
+    },
+    /// Delete a finished migration kubedrs created (garbage collection).
+    DeleteMigration {
+        namespace: String,
+        name: String,
+    },
+    /// Patch a node: `spec.unschedulable` and annotations (`None` removes one).
+    PatchNode {
+        node: String,
+        unschedulable: Option<bool>,
+        annotations: BTreeMap<String, Option<String>>,
+    },
+    Event(EventSpec),
+}
+
+/// A pending pod with `schedulerName: kubedrs` and no node, whose VM is in the pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingPod {
+    pub namespace: String,
+    pub name: String,
+    /// The VM (`namespace/name`) it runs.
+    pub vm: String,
+    pub kind: PodKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodKind {
+    /// The VM's first virt-launcher pod: placed by the plan.
+    Launch,
+    /// The target pod of a migration: bound to the migration's target node (its `addedNodeSelector`), or
+    /// when the migration names none (a user's), to the least loaded node that fits its node selector.
+    MigrationTarget { target: Option<String>, source: Option<String>, node_selector: BTreeMap<String, String> },
+}
+
+/// Everything a pass decides on, for one pool.
+#[derive(Debug, Clone)]
+pub struct PassInput<'a> {
+    pub pool: &'a str,
+    /// The pool's switches (automation, paused, dry run, balancing clock).
+    pub gate: Gate,
+    pub snapshot: &'a Snapshot,
+    pub plan: &'a Plan,
+    pub ledger: &'a Ledger,
+    pub pending_pods: &'a [PendingPod],
+    /// Finished migrations to keep beyond the 24 h history.
+    pub keep_finished: usize,
+    /// Unix seconds.
+    pub now: i64,
+}
+
+/// A move or placement the plan wanted that actuate did not start this pass, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub vm: String,
+    pub why: String,
+}
+
+/// The output of [`decide`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Decision {
+    pub actions: Vec<Action>,
+    /// Moves and placements recommended, not executed (status `recommendations`).
+    pub recommendations: Vec<Recommendation>,
+    /// Executable moves held back (in flight, backoff, no slot), for logs and status.
+    pub held: Vec<Held>,
+}
+
+impl Decision {
+    fn event(&mut self, e: EventSpec) {
+        self.actions.push(Action::Event(e));
+    }
+}
+
+/// The pure core of actuation. Same inputs, same actions.
+pub fn decide(input: &PassInput<'_>) -> Decision {
+    let mut d = Decision::default();
+    let vm_nodes: BTreeMap<&str, Option<&str>> =
+        input.snapshot.vms.iter().map(|v| (v.name.as_str(), v.node.as_deref())).collect();
+
+    // Migrations: mandatory first, then balancing, in the plan's order. The plan owns every limit
+    // (concurrency, backoff, cooldowns); the gate adds the pool's switches.
+    for m in &input.plan.moves {
+        match input.gate.of_move(m, vm_nodes.get(m.vm.as_str()).copied().flatten()) {
+            Verdict::Recommend(why) => {
+                d.recommendations.push(Recommendation {
+                    vm: m.vm.clone(),
+                    from: Some(m.from.clone()),
+                    to: m.to.clone(),
+                    reason: m.reason.as_str().into(),
+                    why: why.clone(),
+                });
+                d.event(
+                    EventSpec::new(
+                        Target::vm(&m.vm),
+                        EventKind::Normal,
+                        "Recommended",
+                        "Recommend",
+                        format!("recommend migrating from {} to {} ({}): {why}", m.from, m.to, m.reason.as_str()),
+                    )
+                    .once(format!("recommend/{}/{}/{}", m.vm, m.to, m.reason.as_str())),
+                );
+            }
+            Verdict::Hold(why) => d.held.push(Held { vm: m.vm.clone(), why }),
+            Verdict::Execute => {
+                let (namespace, vmi) = split_key(&m.vm);
+                d.actions.push(Action::CreateMigration {
+                    namespace: namespace.into(),
+                    vmi: vmi.into(),
+                    from: m.from.clone(),
+                    to: m.to.clone(),
+                    reason: m.reason,
+                    why: m.why.clone(),
+                });
+                d.event(EventSpec::new(
+                    Target::vm(&m.vm),
+                    EventKind::Normal,
+                    "Migrating",
+                    "Migrate",
+                    format!("migrating from {} to {} ({}): {}", m.from, m.to, m.reason.as_str(), m.why),
+                ));
+            }
+        }
+    }
+    // VMs backing off after failed migrations: said once per count of failures.
+    for b in &input.plan.blocked {
+        if let BlockedReason::BackingOff { failures, retry_in_secs } = b.reason {
+            d.event(
+                EventSpec::new(
+                    Target::vm(&b.vm),
+                    EventKind::Warning,
+                    "BackingOff",
+                    "Migrate",
+                    format!("{failures} failed migration(s) in a row: backing off for {retry_in_secs}s"),
+                )
+                .once(format!("backoff/{}/{failures}", b.vm)),
+            );
+        }
+    }
+
+    // Initial placement of pending virt-launcher pods kubedrs schedules.
+    let launch: BTreeMap<&str, &PendingPod> =
+        input.pending_pods.iter().filter(|p| p.kind == PodKind::Launch).map(|p| (p.vm.as_str(), p)).collect();
+    for p in &input.plan.placements {
+        let Some(pod) = launch.get(p.vm.as_str()) else { continue };
+        let why = match input.gate.of_placement() {
+            Verdict::Execute => None,
+            Verdict::Recommend(why) | Verdict::Hold(why) => Some(why),
+        };
+        if let Some(why) = why {
+            d.recommendations.push(Recommendation {
+                vm: p.vm.clone(),
+                from: None,
+                to: p.node.clone(),
+                reason: Reason::Placement.as_str().into(),
+                why: format!("{why}; {}", p.why),
+            });
+            d.event(
+                EventSpec::new(
+                    pod_target(pod),
+                    EventKind::Normal,
+                    "Recommended",
+                    "Recommend",
+                    format!("recommend placing on {} ({why}): {}", p.node, p.why),
+                )
+                .once(format!("recommend/{}/{}/placement", p.vm, p.node)),
+            );
+            continue;
+        }
+        d.actions.push(Action::Bind {
+            namespace: pod.namespace.clone(),
+            pod: pod.name.clone(),
+            node: p.node.clone(),
+            vm: p.vm.clone(),
+            why: p.why.clone(),
+        });
+        d.event(EventSpec::new(
+            pod_target(pod),
+            EventKind::Normal,
+            "Placed",
+            "Bind",
+            format!("placed on {}: {}", p.node, p.why),
+        ));
+    }
+    for b in input.plan.blocked.iter().filter(|b| b.wanted == Reason::Placement) {
+        let Some(pod) = launch.get(b.vm.as_str()) else { continue };
+        d.event(
+            EventSpec::new(
+                pod_target(pod),
+                EventKind::Warning,
+                "FailedPlacement",
+                "Bind",
+                format!("no node for the VM ({}): {}; retrying on the next pass", blocked_word(&b.reason), b.why),
+            )
+            .once(format!("blocked/{}/{}", b.vm, b.why)),
+        );
+    }
+
+    // Target pods of migrations: bound to the migration's target, whatever the automation level (the
+    // migration exists already; a pending target pod would only hold it).
+    for pod in input.pending_pods {
+        let PodKind::MigrationTarget { target, source, node_selector } = &pod.kind else { continue };
+        let (node, why) = match target {
+            Some(t) => (Some(t.clone()), format!("the migration's target node {t}")),
+            None => (
+                least_loaded(input, source.as_deref(), node_selector),
+                "the least loaded node of the pool that fits the pod's node selector".to_string(),
+            ),
+        };
+        match node {
+            Some(node) if !input.gate.dry_run => {
+                d.actions.push(Action::Bind {
+                    namespace: pod.namespace.clone(),
+                    pod: pod.name.clone(),
+                    node: node.clone(),
+                    vm: pod.vm.clone(),
+                    why: why.clone(),
+                });
+                d.event(EventSpec::new(
+                    pod_target(pod),
+                    EventKind::Normal,
+                    "Placed",
+                    "Bind",
+                    format!("migration target placed on {node}: {why}"),
+                ));
+            }
+            Some(node) => d.event(
+                EventSpec::new(
+                    pod_target(pod),
+                    EventKind::Normal,
+                    "Recommended",
+                    "Recommend",
+                    format!("dry run: would bind the migration target to {node}: {why}"),
+                )
+                .once(format!("dry-run-target/{}/{}", pod.name, node)),
+            ),
+            None => d.event(
+                EventSpec::new(
+                    pod_target(pod),
+                    EventKind::Warning,
+                    "FailedPlacement",
+                    "Bind",
+                    "no ready node of the pool fits the migration target pod; retrying on the next pass",
+                )
+                .once(format!("target-blocked/{}", pod.name)),
+            ),
+        }
+    }
+
+    // Garbage collection of old finished migrations.
+    if !input.gate.dry_run {
+        for r in input.ledger.collectable(input.keep_finished, input.now) {
+            d.actions.push(Action::DeleteMigration { namespace: r.namespace.clone(), name: r.name.clone() });
+        }
+    }
+    d
+}
+
+fn pod_target(p: &PendingPod) -> Target {
+    Target::Pod { namespace: p.namespace.clone(), name: p.name.clone() }
+}
+
+/// The short word of a blocked reason (`NoCapacity`...), as the status lists it.
+pub fn blocked_word(r: &BlockedReason) -> &'static str {
+    match r {
+        BlockedReason::NoCapacity => "NoCapacity",
+        BlockedReason::Rule { .. } => "Rule",
+        BlockedReason::CpuModel { .. } => "CpuModel",
+        BlockedReason::AutomationDisabled => "AutomationDisabled",
+        BlockedReason::NotLiveMigratable => "NotLiveMigratable",
+        BlockedReason::SourceNotReady => "SourceNotReady",
+        BlockedReason::InFlight => "InFlight",
+        BlockedReason::NoEligibleNode => "NoEligibleNode",
+        BlockedReason::BackingOff { .. } => "BackingOff",
+    }
+}
+
+/// The counted node with the lowest combined load after the plan, other than `source`, whose labels match
+/// `selector` (a migration target pod's node selector).
+fn least_loaded(input: &PassInput<'_>, source: Option<&str>, selector: &BTreeMap<String, String>) -> Option<String> {
+    let labels: BTreeMap<&str, &kubedrs_engine::Labels> =
+        input.snapshot.nodes.iter().filter(|n| n.state.accepts_vms()).map(|n| (n.name.as_str(), &n.labels)).collect();
+    input
+        .plan
+        .loads
+        .iter()
+        .filter(|l| l.counted && Some(l.node.as_str()) != source)
+        .filter(|l| labels.get(l.node.as_str()).is_some_and(|ls| selector.iter().all(|(k, v)| ls.get(k) == Some(v))))
+        .min_by(|a, b| a.combined.total_cmp(&b.combined).then_with(|| a.node.cmp(&b.node)))
+        .map(|l| l.node.clone())
+}
+
+/// Migrations of the pool that finished since they were last reported: one Event each (Normal when it
+/// succeeded, Warning when it failed) and the `(reason, result)` to count in `kubedrs_migrations_total`.
+/// `reported` holds the UIDs (or `namespace/name`) already reported and is updated.
+pub fn report_finished(ledger: &Ledger, reported: &mut BTreeSet<String>) -> (Vec<Action>, Vec<(String, String)>) {
+    let mut actions = Vec::new();
+    let mut counts = Vec::new();
+    for r in &ledger.ours {
+        let Some(result) = r.result_label() else { continue };
+        if !reported.insert(record_id(r)) {
+            continue;
+        }
+        counts.push((r.reason_label().to_string(), result.to_string()));
+        let (kind, reason) = if result == "failed" {
+            (EventKind::Warning, "MigrationFailed")
+        } else {
+            (EventKind::Normal, "MigrationSucceeded")
+        };
+        let note = format!(
+            "migration {} from {} to {} ({}) {result}",
+            r.name,
+            r.source.as_deref().unwrap_or("?"),
+            r.target.as_deref().unwrap_or("?"),
+            r.reason_label()
+        );
+        actions.push(Action::Event(EventSpec::new(Target::vm(&r.vm), kind, reason, "Migrate", note)));
+    }
+    (actions, counts)
+}
+
+/// The identity of a migration in the `reported` set.
+pub fn record_id(r: &MigrationRecord) -> String {
+    r.uid.clone().unwrap_or_else(|| format!("{}/{}", r.namespace, r.name))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::migrations::fixtures::vmim;
+    use kubedrs_engine::{Automation, Move, NodeLoad, Placement, PoolSettings};
+
+    fn mv(vm: &str, from: &str, to: &str, reason: Reason) -> Move {
+        Move {
+            vm: vm.into(),
+            from: from.into(),
+            to: to.into(),
+            reason,
+            goodness: 0.1,
+            migration_secs: 10.0,
+            recommend_only: false,
+            deferred: false,
+            why: format!("{} because", reason.as_str()),
+        }
+    }
+
+    fn snapshot(vms: &[(&str, Option<&str>)]) -> Snapshot {
+        Snapshot {
+            pool: PoolSettings { name: "prod".into(), ..PoolSettings::default() },
+            nodes: ["n1", "n2", "n3", "n4"]
+                .iter()
+                .map(|n| kubedrs_engine::Node { name: n.to_string(), ..Default::default() })
+                .collect(),
+            vms: vms
+                .iter()
+                .map(|(v, n)| kubedrs_engine::Vm {
+                    name: v.to_string(),
+                    node: n.map(String::from),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Snapshot::default()
+        }
+    }
+
+    struct Case {
+        snapshot: Snapshot,
+        plan: Plan,
+        ledger: Ledger,
+        pods: Vec<PendingPod>,
+        gate: Gate,
+        now: i64,
+    }
+
+    impl Case {
+        fn new(vms: &[(&str, Option<&str>)], moves: Vec<Move>) -> Self {
+            Case {
+                snapshot: snapshot(vms),
+                plan: Plan { moves, ..Plan::default() },
+                ledger: Ledger::default(),
+                pods: vec![],
+                gate: Gate { automation: Automation::FullyAutomated, paused: false, dry_run: false, balance_due: true },
+                now: 10_000,
+            }
+        }
+        fn decide(&self) -> Decision {
+            decide(&PassInput {
+                pool: "prod",
+                gate: self.gate,
+                snapshot: &self.snapshot,
+                plan: &self.plan,
+                ledger: &self.ledger,
+                pending_pods: &self.pods,
+                keep_finished: 10,
+                now: self.now,
+            })
+        }
+    }
+
+    fn created(d: &Decision) -> Vec<String> {
+        d.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::CreateMigration { namespace, vmi, to, .. } => Some(format!("{namespace}/{vmi}->{to}")),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn binds(d: &Decision) -> Vec<String> {
+        d.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Bind { pod, node, .. } => Some(format!("{pod}->{node}")),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn two_moves() -> Case {
+        Case::new(
+            &[("ns/a", Some("n1")), ("ns/b", Some("n3"))],
+            vec![mv("ns/a", "n1", "n2", Reason::Maintenance), mv("ns/b", "n3", "n4", Reason::Balance)],
+        )
+    }
+
+    #[test]
+    fn fully_automated_executes_every_move() {
+        let d = two_moves().decide();
+        assert_eq!(created(&d), vec!["ns/a->n2", "ns/b->n4"]);
+        assert!(d.recommendations.is_empty());
+    }
+
+    #[test]
+    fn partially_automated_executes_maintenance_and_recommends_balancing() {
+        let mut c = two_moves();
+        c.gate.automation = Automation::PartiallyAutomated;
+        let d = c.decide();
+        assert_eq!(created(&d), vec!["ns/a->n2"]);
+        assert_eq!(d.recommendations.len(), 1);
+        assert_eq!(d.recommendations[0].vm, "ns/b");
+        assert_eq!(d.recommendations[0].reason, "balance");
+    }
+
+    #[test]
+    fn manual_only_recommends_with_events_once_keyed() {
+        let mut c = two_moves();
+        c.gate.automation = Automation::Manual;
+        let d = c.decide();
+        assert!(created(&d).is_empty());
+        assert_eq!(d.recommendations.len(), 2);
+        let events: Vec<_> = d
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Event(e) => Some(e),
+                _ => None,
+            })
+            .collect();
+        assert!(events.iter().all(|e| e.reason == "Recommended" && e.once.is_some()));
+    }
+
+    #[test]
+    fn a_vm_with_manual_automation_is_only_recommended() {
+        let mut c = two_moves();
+        c.plan.moves[1].recommend_only = true;
+        let d = c.decide();
+        assert_eq!(created(&d), vec!["ns/a->n2"]);
+        assert!(d.recommendations[0].why.contains("kubedrs.io/automation is Manual"));
+    }
+
+    #[test]
+    fn paused_pools_act_on_nothing() {
+        let mut c = two_moves();
+        c.gate.paused = true;
+        c.snapshot.vms.push(kubedrs_engine::Vm { name: "ns/new".into(), ..Default::default() });
+        c.plan.placements.push(Placement { vm: "ns/new".into(), node: "n2".into(), why: "best".into() });
+        c.pods.push(PendingPod {
+            namespace: "ns".into(),
+            name: "virt-launcher-new".into(),
+            vm: "ns/new".into(),
+            kind: PodKind::Launch,
+        });
+        let d = c.decide();
+        assert!(d.actions.iter().all(|a| matches!(a, Action::Event(_))));
+        assert_eq!(d.recommendations.len(), 3);
+    }
+
+    #[test]
+    fn dry_run_writes_nothing_but_events() {
+        let mut c = two_moves();
+        c.gate.dry_run = true;
+        c.ledger = Ledger::new(
+            "prod",
+            &[vmim("ns", "old", "prod", Reason::Balance).created(0).phase("Succeeded").ended(1).build()],
+        );
+        c.now = 10 * 24 * 3600;
+        let d = c.decide();
+        assert!(d.actions.iter().all(|a| matches!(a, Action::Event(_))), "{:?}", d.actions);
+        assert!(d.recommendations.iter().all(|r| r.why.starts_with("dry run")));
+    }
+
+    #[test]
+    fn passes_between_intervals_execute_only_mandatory_moves() {
+        let mut c = two_moves();
+        c.gate.balance_due = false;
+        let d = c.decide();
+        assert_eq!(created(&d), vec!["ns/a->n2"]);
+        assert!(d.held.iter().any(|h| h.vm == "ns/b" && h.why.contains("once per interval")));
+    }
+
+    #[test]
+    fn deferred_moves_wait_for_a_slot() {
+        let mut c = two_moves();
+        c.plan.moves[1].deferred = true;
+        assert_eq!(created(&c.decide()), vec!["ns/a->n2"]);
+    }
+
+    #[test]
+    fn placement_binds_pending_launcher_pods_and_reports_blocked_ones() {
+        let mut c = Case::new(&[("ns/new", None), ("ns/big", None), ("ns/other", None)], vec![]);
+        c.plan.placements.push(Placement { vm: "ns/new".into(), node: "n2".into(), why: "lowest load".into() });
+        c.plan.placements.push(Placement { vm: "ns/other".into(), node: "n2".into(), why: "lowest load".into() });
+        c.plan.blocked.push(kubedrs_engine::Blocked {
+            vm: "ns/big".into(),
+            node: None,
+            wanted: Reason::Placement,
+            reason: BlockedReason::NoCapacity,
+            why: "no node has 64 GiB free".into(),
+        });
+        c.pods = vec![
+            PendingPod {
+                namespace: "ns".into(),
+                name: "virt-launcher-new-abc".into(),
+                vm: "ns/new".into(),
+                kind: PodKind::Launch,
+            },
+            PendingPod {
+                namespace: "ns".into(),
+                name: "virt-launcher-big-abc".into(),
+                vm: "ns/big".into(),
+                kind: PodKind::Launch,
+            },
+        ];
+        let d = c.decide();
+        // ns/other has no kubedrs pod (the default scheduler places it): nothing to bind.
+        assert_eq!(binds(&d), vec!["virt-launcher-new-abc->n2"]);
+        assert!(d.actions.iter().any(|a| matches!(a,
+            Action::Event(e) if e.reason == "FailedPlacement" && e.note.contains("NoCapacity") && e.target == Target::Pod { namespace: "ns".into(), name: "virt-launcher-big-abc".into() })));
+        c.gate.automation = Automation::Manual;
+        let d = c.decide();
+        assert!(binds(&d).is_empty());
+        assert_eq!(d.recommendations[0].reason, "placement");
+    }
+
+    #[test]
+    fn migration_target_pods_go_to_the_migration_target_or_the_least_loaded_node() {
+        let mut c = Case::new(&[("ns/a", Some("n1")), ("ns/b", Some("n1"))], vec![]);
+        c.gate.automation = Automation::Manual;
+        c.plan.loads = ["n1", "n2", "n3"]
+            .iter()
+            .zip([0.9, 0.5, 0.2])
+            .map(|(n, l)| NodeLoad { node: n.to_string(), cpu: l, memory: l, combined: l, vms: 1, counted: true })
+            .collect();
+        c.pods = vec![
+            PendingPod {
+                namespace: "ns".into(),
+                name: "virt-launcher-a-target".into(),
+                vm: "ns/a".into(),
+                kind: PodKind::MigrationTarget {
+                    target: Some("n2".into()),
+                    source: Some("n1".into()),
+                    node_selector: BTreeMap::new(),
+                },
+            },
+            PendingPod {
+                namespace: "ns".into(),
+                name: "virt-launcher-b-target".into(),
+                vm: "ns/b".into(),
+                kind: PodKind::MigrationTarget {
+                    target: None,
+                    source: Some("n1".into()),
+                    node_selector: BTreeMap::new(),
+                },
+            },
+        ];
+        assert_eq!(binds(&c.decide()), vec!["virt-launcher-a-target->n2", "virt-launcher-b-target->n3"]);
+    }
+
+    #[test]
+    fn garbage_collection_deletes_only_old_finished_migrations() {
+        let mut c = Case::new(&[], vec![]);
+        let mut all: Vec<_> = (0..12)
+            .map(|i| {
+                vmim("ns", "a", "prod", Reason::Balance)
+                    .named(&format!("m{i:02}"))
+                    .created(i)
+                    .phase("Succeeded")
+                    .ended(i)
+                    .build()
+            })
+            .collect();
+        all.push(vmim("ns", "b", "prod", Reason::Balance).named("running").created(0).phase("Running").build());
+        c.ledger = Ledger::new("prod", &all);
+        c.now = 2 * 24 * 3600;
+        let deleted: Vec<_> = c
+            .decide()
+            .actions
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::DeleteMigration { name, .. } => Some(name),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(deleted, vec!["m00", "m01"]);
+    }
+
+    #[test]
+    fn finished_migrations_are_reported_once() {
+        let ledger = Ledger::new(
+            "prod",
+            &[
+                vmim("ns", "a", "prod", Reason::Balance).named("ok").phase("Succeeded").build(),
+                vmim("ns", "b", "prod", Reason::Maintenance).named("ko").phase("Failed").build(),
+                vmim("ns", "c", "prod", Reason::Balance).named("run").phase("Running").build(),
+            ],
+        );
+        let mut seen = BTreeSet::new();
+        let (events, counts) = report_finished(&ledger, &mut seen);
+        // Oldest first, then by name.
+        assert_eq!(counts, vec![("maintenance".into(), "failed".into()), ("balance".into(), "succeeded".into())]);
+        assert!(
+            matches!(&events[0], Action::Event(e) if e.kind == EventKind::Warning && e.reason == "MigrationFailed")
+        );
+        assert!(report_finished(&ledger, &mut seen).1.is_empty());
+    }
+}

@@ -1,0 +1,320 @@
+//! Inventory: the reflectors that hold the cluster in memory, the change triggers, and the demand poller.
+//!
+//! The input side of **observe**: every pass reads the stores ([`Inventory::cluster`]) and hands them to the
+//! pure [`crate::observe::observe`]. One reflector (watch + cache) per kind: Nodes, Namespaces,
+//! HostPools (owned by the controller, see `controller.rs`), VirtualMachines, VirtualMachineInstances, Pods
+//! (all of them: pods that are not VMs take node capacity; managed fields are dropped to save memory), and
+//! VirtualMachineInstanceMigrations.
+//!
+//! Passes run on each pool's `interval` (always: load changes without any event) and on relevant changes,
+//! debounced ([`debounced`]): a node's maintenance annotation, cordon, readiness or labels; a VM's labels or
+//! kubedrs annotations; a VMI appearing, leaving, moving or changing phase; a pending pod that kubedrs
+//! schedules; a migration changing phase (a finished one frees a concurrency slot); a namespace's pool
+//! label. Each reflector keeps a small fingerprint of the fields that matter per object and pokes the
+//! trigger only when it changes.
+//!
+//! Demand: [`poll_demand`] lists `metrics.k8s.io` PodMetrics of virt-launcher pods every 30 s into the
+//! shared [`DemandWindow`]. Without metrics-server, observe falls back to reservations (and says so).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::api::ListParams;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+
+use crate::crd::HostPool;
+use crate::keys;
+use crate::kubevirt::{VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceMigration};
+use crate::metrics_api::PodMetrics;
+use crate::observe::{Cluster, DemandWindow};
+
+/// Read handles on every store a pass needs.
+#[derive(Clone)]
+pub struct Inventory {
+    pub pools: Store<HostPool>,
+    pub nodes: Store<Node>,
+    pub namespaces: Store<Namespace>,
+    pub vms: Store<VirtualMachine>,
+    pub vmis: Store<VirtualMachineInstance>,
+    pub pods: Store<Pod>,
+    pub migrations: Store<VirtualMachineInstanceMigration>,
+}
+
+impl Inventory {
+    /// What observe reads, as the stores hold it now.
+    pub fn cluster(&self) -> Cluster {
+        Cluster {
+            pools: self.pools.state(),
+            nodes: self.nodes.state(),
+            namespaces: self.namespaces.state(),
+            vms: self.vms.state(),
+            vmis: self.vmis.state(),
+            pods: self.pods.state(),
+            migrations: self.migrations.state(),
+        }
+    }
+
+    /// Waits until every reflector but the HostPools' has listed its objects once (the HostPool stream is
+    /// driven by the controller, which starts after this).
+    pub async fn wait_ready(&self) -> Result<(), reflector::store::WriterDropped> {
+        self.nodes.wait_until_ready().await?;
+        self.namespaces.wait_until_ready().await?;
+        self.vms.wait_until_ready().await?;
+        self.vmis.wait_until_ready().await?;
+        self.pods.wait_until_ready().await?;
+        self.migrations.wait_until_ready().await?;
+        Ok(())
+    }
+}
+
+/// Pokes that ask for a pass of every pool (coalesced by [`debounced`]).
+#[derive(Clone)]
+pub struct Trigger(mpsc::Sender<()>);
+
+impl Trigger {
+    pub fn new() -> (Trigger, mpsc::Receiver<()>) {
+        let (tx, rx) = mpsc::channel(1);
+        (Trigger(tx), rx)
+    }
+
+    /// Asks for a pass; a poke while one is already queued is dropped (it would ask for the same).
+    pub fn poke(&self) {
+        let _ = self.0.try_send(());
+    }
+}
+
+/// One `()` per burst of pokes: after a poke, waits `quiet`, then drops the pokes that came meanwhile. Under
+/// constant churn it yields at most once per `quiet`, never starves.
+pub fn debounced(rx: mpsc::Receiver<()>, quiet: Duration) -> impl Stream<Item = ()> + Send + 'static {
+    futures::stream::unfold(rx, move |mut rx| async move {
+        rx.recv().await?;
+        tokio::time::sleep(quiet).await;
+        while rx.try_recv().is_ok() {}
+        Some(((), rx))
+    })
+}
+
+/// The fields of an object whose change asks for a pass; `None`: the object does not matter.
+type Fingerprint<K> = fn(&K) -> Option<String>;
+
+fn ann(meta: &kube::api::ObjectMeta, prefix: &str) -> String {
+    meta.annotations.iter().flatten().filter(|(k, _)| k.starts_with(prefix)).map(|(k, v)| format!("{k}={v};")).collect()
+}
+
+fn labels(meta: &kube::api::ObjectMeta) -> String {
+    meta.labels.iter().flatten().map(|(k, v)| format!("{k}={v};")).collect()
+}
+
+fn node_fp(n: &Node) -> Option<String> {
+    let ready = n
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.status.clone())
+        .unwrap_or_default();
+    let unsched = n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
+    let alloc = n.status.as_ref().and_then(|s| s.allocatable.as_ref()).map(|a| format!("{a:?}")).unwrap_or_default();
+    Some(format!("{}|{}|{ready}|{unsched}|{alloc}", labels(&n.metadata), ann(&n.metadata, keys::MAINTENANCE)))
+}
+
+fn namespace_fp(n: &Namespace) -> Option<String> {
+    Some(n.labels().get(keys::POOL).cloned().unwrap_or_default())
+}
+
+fn vm_fp(v: &VirtualMachine) -> Option<String> {
+    Some(format!("{}|{}", labels(&v.metadata), ann(&v.metadata, crate::crd::PREFIX)))
+}
+
+fn vmi_fp(v: &VirtualMachineInstance) -> Option<String> {
+    let phase = v.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+    Some(format!(
+        "{}|{}|{phase}|{:?}|{:?}",
+        labels(&v.metadata),
+        ann(&v.metadata, crate::crd::PREFIX),
+        v.node_name(),
+        v.live_migratable()
+    ))
+}
+
+/// Only pending pods kubedrs must bind.
+fn pod_fp(p: &Pod) -> Option<String> {
+    let spec = p.spec.as_ref()?;
+    (spec.scheduler_name.as_deref() == Some(keys::SCHEDULER_NAME) && spec.node_name.is_none()).then(String::new)
+}
+
+fn vmim_fp(m: &VirtualMachineInstanceMigration) -> Option<String> {
+    Some(m.phase().to_string())
+}
+
+/// Drops what no step reads (managed fields, the last-applied annotation) to keep the caches small.
+fn slim<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+    if let Some(a) = obj.meta_mut().annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// Runs one reflector until the process ends, poking `trigger` on relevant changes.
+fn spawn_reflector<K>(api: Api<K>, cfg: watcher::Config, trigger: Trigger, fingerprint: Fingerprint<K>) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let kind = K::kind(&()).to_string();
+    tokio::spawn(async move {
+        let mut seen: BTreeMap<String, String> = BTreeMap::new();
+        let mut initial = true;
+        let mut events = std::pin::pin!(watcher(api, cfg).default_backoff().modify(slim::<K>).reflect(writer));
+        while let Some(ev) = events.next().await {
+            match ev {
+                Ok(watcher::Event::Init) => {}
+                Ok(watcher::Event::InitApply(o)) => {
+                    if let Some(fp) = fingerprint(&o) {
+                        seen.insert(key(&o), fp);
+                    }
+                }
+                Ok(watcher::Event::InitDone) => {
+                    if !initial {
+                        // A relist after a watch gap: changes may have been missed.
+                        trigger.poke();
+                    }
+                    initial = false;
+                }
+                Ok(watcher::Event::Apply(o)) => {
+                    let k = key(&o);
+                    let changed = match fingerprint(&o) {
+                        Some(fp) => seen.insert(k, fp.clone()).as_ref() != Some(&fp),
+                        None => seen.remove(&k).is_some(),
+                    };
+                    if changed {
+                        tracing::debug!(%kind, object = %key(&o), "relevant change");
+                        trigger.poke();
+                    }
+                }
+                Ok(watcher::Event::Delete(o)) => {
+                    if seen.remove(&key(&o)).is_some() {
+                        trigger.poke();
+                    }
+                }
+                Err(e) => tracing::warn!(%kind, error = %e, "watch error; retrying with backoff"),
+            }
+        }
+    });
+    reader
+}
+
+fn key<K: Resource>(o: &K) -> String {
+    format!("{}/{}", o.meta().namespace.as_deref().unwrap_or_default(), o.meta().name.as_deref().unwrap_or_default())
+}
+
+/// Starts every reflector except the HostPools' (which the controller owns and passes in).
+pub fn start(client: &Client, pools: Store<HostPool>, trigger: &Trigger) -> Inventory {
+    let all = watcher::Config::default();
+    Inventory {
+        pools,
+        nodes: spawn_reflector(Api::all(client.clone()), all.clone(), trigger.clone(), node_fp),
+        namespaces: spawn_reflector(Api::all(client.clone()), all.clone(), trigger.clone(), namespace_fp),
+        vms: spawn_reflector(Api::all(client.clone()), all.clone(), trigger.clone(), vm_fp),
+        vmis: spawn_reflector(Api::all(client.clone()), all.clone(), trigger.clone(), vmi_fp),
+        pods: spawn_reflector(Api::all(client.clone()), all.clone(), trigger.clone(), pod_fp),
+        migrations: spawn_reflector(Api::all(client.clone()), all, trigger.clone(), vmim_fp),
+    }
+}
+
+/// Label selector of virt-launcher pods.
+pub const LAUNCHER_SELECTOR: &str = "kubevirt.io=virt-launcher";
+
+/// Lists the usage of every virt-launcher pod once.
+pub async fn list_launcher_metrics(client: &Client) -> Result<Vec<PodMetrics>, kube::Error> {
+    let api: Api<PodMetrics> = Api::all(client.clone());
+    Ok(api.list(&ListParams::default().labels(LAUNCHER_SELECTOR)).await?.items)
+}
+
+/// Every `every`, lists PodMetrics of virt-launcher pods into `demand` and forgets VMIs that are gone.
+/// metrics.k8s.io being absent is logged (once per outage), never fatal.
+pub async fn poll_demand(client: Client, inv: Inventory, demand: Arc<Mutex<DemandWindow>>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        let metrics = match list_launcher_metrics(&client).await {
+            Ok(m) => {
+                if failing {
+                    tracing::info!("metrics.k8s.io is back: demand from usage again");
+                }
+                failing = false;
+                m
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "metrics.k8s.io unavailable: demand falls back to reservations");
+                }
+                failing = true;
+                continue;
+            }
+        };
+        let pods = inv.pods.state();
+        let live: BTreeSet<String> = inv.vmis.state().iter().map(|v| v.key()).collect();
+        let now = unix_now();
+        if let Ok(mut d) = demand.lock() {
+            let warnings = d.record_pod_metrics(&pods, &metrics, u64::try_from(now).unwrap_or(0));
+            d.retain(&live);
+            for w in warnings {
+                tracing::debug!(pod = %w.name, namespace = ?w.namespace, message = %w.message, "bad pod metrics");
+            }
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    k8s_openapi::jiff::Timestamp::now().as_second()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{launcher, node, vmi};
+
+    #[tokio::test]
+    async fn bursts_of_pokes_become_one_pass() {
+        let (t, rx) = Trigger::new();
+        let mut s = std::pin::pin!(debounced(rx, Duration::from_millis(20)));
+        for _ in 0..10 {
+            t.poke();
+        }
+        assert_eq!(s.next().await, Some(()));
+        t.poke();
+        assert_eq!(s.next().await, Some(()));
+        drop(t);
+        assert_eq!(s.next().await, None);
+    }
+
+    #[test]
+    fn fingerprints_see_what_matters() {
+        let n = node("n1").build();
+        let m = node("n1").maintenance().build();
+        assert_ne!(node_fp(&n), node_fp(&m));
+        let c = node("n1").cordoned().build();
+        assert_ne!(node_fp(&n), node_fp(&c));
+        let v = vmi("ns/a").pending().build();
+        let mut pending = launcher(&v).build();
+        assert_eq!(pod_fp(&pending), None, "default scheduler");
+        if let Some(s) = pending.spec.as_mut() {
+            s.scheduler_name = Some("kubedrs".into());
+        }
+        assert!(pod_fp(&pending).is_some());
+        assert_ne!(vmi_fp(&v), vmi_fp(&vmi("ns/a").on("n1").build()));
+    }
+}
