@@ -36,6 +36,8 @@ EOF
 install_kubevirt() {
   local certs="$PKI/kubevirt"
   mkdir -p "$certs"
+  # Generated once per cluster (certificates included): an `up` that restarts a component re-applies it.
+  [[ -s "$RUN_DIR/kubevirt-install.yaml" && -s "$certs/ca-bundle.crt" ]] ||
   "$KUBEVIRT_BIN/kubevirt-install" --namespace "$KUBEVIRT_NS" --virt-api-port "$VIRT_API_PORT" \
     --certs-dir "$certs" >"$RUN_DIR/kubevirt-install.yaml" 2>"$LOGS/kubevirt-install.log" ||
     { tail -5 "$LOGS/kubevirt-install.log" >&2; die "kubevirt-install failed"; }
@@ -74,7 +76,10 @@ start_virt_api() {
 
 start_virt_controller() {
   local certs="$PKI/kubevirt"
-  # Args as components.NewControllerDeployment; the images are never pulled (KWOK runs the pods).
+  # Args as components.NewControllerDeployment; the images are never pulled (KWOK runs the pods). A
+  # longer lease than KubeVirt's 15 s: virt-controller exits when it cannot renew it (a Deployment would
+  # restart it; nothing does here), and an API server slowed down by a loaded 2-core machine once made
+  # it miss a 10 s renew deadline.
   proc_start virt-controller "$KUBEVIRT_BIN/virt-controller" \
     --kubeconfig="$RUN_DIR/virt-controller.kubeconfig" \
     --listen=127.0.0.1 --port="$VIRT_CONTROLLER_PORT" \
@@ -82,8 +87,9 @@ start_virt_controller() {
     --exporter-image="quay.io/kubevirt/virt-exportserver:$KUBEVIRT_VERSION" \
     --prom-cert-file="$certs/kubevirt-controller-certs/tls.crt" \
     --prom-key-file="$certs/kubevirt-controller-certs/tls.key" \
+    --leader-elect-lease-duration=60s --leader-elect-renew-deadline=50s --leader-elect-retry-period=5s \
     -v "${E2E_VIRT_V:-2}"
-  wait_ready virt-controller 90 "virt-controller leader and ready" _virt_controller_ready
+  wait_ready virt-controller 120 "virt-controller leader and ready" _virt_controller_ready
 }
 
 _virt_controller_ready() {

@@ -754,6 +754,11 @@ pub async fn reset(client: &Client) -> anyhow::Result<()> {
     let ours = nss.list(&ListParams::default().labels(TEST_LABEL)).await?.items;
     for ns in &ours {
         let name = ns.name_any();
+        // VMs first: when the namespace's deletion removes a VMI under a VM that still wants to run,
+        // KubeVirt's VM controller tries to start it again, is refused (namespace terminating) and backs
+        // off for minutes before it drops its finalizer.
+        let vms: Api<DynamicObject> = Api::namespaced_with(client.clone(), &name, &vm_resource());
+        let _ = vms.delete_collection(&DeleteParams::default(), &ListParams::default()).await;
         let _ = nss.delete(&name, &DeleteParams::default()).await;
     }
     eventually("scenario namespaces gone", Duration::from_secs(120), || async {
@@ -765,6 +770,17 @@ pub async fn reset(client: &Client) -> anyhow::Result<()> {
                 if m.metadata.deletion_timestamp.is_some() || ns.metadata.deletion_timestamp.is_some() {
                     let patch = json!({"metadata": {"finalizers": null}});
                     let _ = vmims.patch(&m.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await;
+                }
+            }
+            // A VM whose VMI is gone keeps KubeVirt's VM controller finalizer until the controller's backoff
+            // (see above) lets it look again: cleanup, not under test.
+            let vms: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns.name_any(), &vm_resource());
+            let vmis: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns.name_any(), &vmi_resource());
+            let no_vmis = vmis.list(&ListParams::default()).await.is_ok_and(|l| l.items.is_empty());
+            for vm in vms.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default() {
+                if no_vmis && vm.metadata.deletion_timestamp.is_some() {
+                    let patch = json!({"metadata": {"finalizers": null}});
+                    let _ = vms.patch(&vm.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await;
                 }
             }
         }
