@@ -1,23 +1,22 @@
 #!/usr/bin/env bash
 # Generate KubeVirt CustomResourceDefinitions from the real schemas in
-# <repo>/../shared/kubevirt/schemas/*.json (each file is a CRD's openAPIV3Schema)
+# <repo>/data/kubevirt/schemas/*.json.gz (each file is a CRD's openAPIV3Schema, gzipped)
 # into e2e/.run/kubevirt-crds.yaml, and apply them unless --no-apply.
-#   env KUBEVIRT_SCHEMAS=<dir> overrides the schema directory.
+#   env KUBEVIRT_SCHEMAS=<dir> overrides the schema directory (files *.json.gz or *.json).
 set -euo pipefail
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib/common.sh"
 need_cmd jq
+need_cmd gzip
 
-schemas="${KUBEVIRT_SCHEMAS:-}"
-if [[ -z "$schemas" ]]; then
-  top="$(git -C "$E2E_DIR" rev-parse --show-toplevel 2>/dev/null || echo "$REPO_ROOT")"
-  schemas="$top/../shared/kubevirt/schemas"
-  # A git worktree's toplevel is the worktree itself; fall back to the main checkout's sibling.
-  if [[ ! -d "$schemas" ]]; then
-    common="$(git -C "$E2E_DIR" rev-parse --path-format=absolute --git-common-dir 2>/dev/null || true)"
-    [[ -n "$common" && -d "$common/../../shared/kubevirt/schemas" ]] && schemas="$common/../../shared/kubevirt/schemas"
-  fi
-fi
+schemas="${KUBEVIRT_SCHEMAS:-$REPO_ROOT/data/kubevirt/schemas}"
 [[ -d "$schemas" ]] || die "KubeVirt schemas not found at $schemas (set KUBEVIRT_SCHEMAS)"
+# The path of a schema file, gzipped or not.
+schema_path() {
+  if [[ -f "$schemas/$1.gz" ]]; then echo "$schemas/$1.gz"
+  elif [[ -f "$schemas/$1" ]]; then echo "$schemas/$1"
+  else die "missing schema $schemas/$1.gz"
+  fi
+}
 
 out="$RUN_DIR/kubevirt-crds.yaml"
 mkdir -p "$RUN_DIR"
@@ -32,7 +31,7 @@ crds=(
 : >"$out.tmp"
 for c in "${crds[@]}"; do
   read -r file group version kind plural singular shorts scope <<<"$c"
-  [[ -f "$schemas/$file" ]] || die "missing schema $schemas/$file"
+  path="$(schema_path "$file")"
   # JSON is valid YAML: one CRD document per schema. The schemas come from
   # the datree CRDs-catalog, which adds `additionalProperties: false` next to
   # `properties` (strict validation for kubeconform); the apiserver rejects
@@ -76,7 +75,7 @@ for c in "${crds[@]}"; do
           schema: {openAPIV3Schema: unstrict}
         }]
       }
-    }' "$schemas/$file" >>"$out.tmp"
+    }' <(gzip -dcf "$path") >>"$out.tmp"
   echo "---" >>"$out.tmp"
 done
 mv "$out.tmp" "$out"

@@ -24,9 +24,22 @@ enum Command {
     /// Print the CustomResourceDefinitions of kubedrs as YAML (`kubedrs crd | kubectl apply -f -`).
     #[cfg(feature = "operator")]
     Crd,
+    /// The kubectl plugin (`kubectl drs ...` when installed as `kubectl-drs`): maintenance, status, plan,
+    /// explain.
+    #[cfg(feature = "operator")]
+    Drs(kubedrs_operator::kubectl::KubectlDrs),
 }
 
 fn main() -> anyhow::Result<()> {
+    // Installed (or linked) as `kubectl-drs`, the binary is the kubectl plugin.
+    #[cfg(feature = "operator")]
+    if std::env::args_os()
+        .next()
+        .and_then(|a| std::path::Path::new(&a).file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .is_some_and(|name| name == "kubectl-drs")
+    {
+        return kubedrs_operator::kubectl::run(kubedrs_operator::kubectl::KubectlDrs::parse());
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Simulate(args) => kubedrs_sim::cli::run(args),
@@ -40,5 +53,7 @@ fn main() -> anyhow::Result<()> {
             print!("{}", kubedrs_operator::crd::crds_yaml()?);
             Ok(())
         }
+        #[cfg(feature = "operator")]
+        Command::Drs(args) => kubedrs_operator::kubectl::run(args),
     }
 }

@@ -49,3 +49,24 @@ fn crd_prints_the_hostpool_crd() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("kind: CustomResourceDefinition") && stdout.contains("hostpools.kubedrs.io"), "{stdout}");
 }
+
+/// The same binary, installed as `kubectl-drs` (a copy or a link), is the kubectl plugin.
+#[test]
+fn linked_as_kubectl_drs_the_binary_is_the_kubectl_plugin() {
+    let dir = std::env::temp_dir().join(format!("kubedrs-plugin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plugin = dir.join("kubectl-drs");
+    let _ = std::fs::remove_file(&plugin);
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_kubedrs"), &plugin).unwrap();
+    let out = Command::new(&plugin).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(help.contains("Usage: kubectl drs"), "{help}");
+    for command in ["maintenance", "status", "plan", "explain"] {
+        assert!(help.contains(command), "{command} missing: {help}");
+    }
+    // As kubedrs, the plugin is the `drs` subcommand.
+    let out = kubedrs(&["drs", "maintenance", "--help"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("enter"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

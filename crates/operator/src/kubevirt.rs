@@ -5,7 +5,7 @@
 //! know in a flattened `other` map, so a read-modify-write never drops them. kubedrs writes with patches
 //! anyway (VMI CPU model from the webhook, VMIM creation is a whole object of its own).
 //!
-//! The field names are checked against KubeVirt's published schemas (`shared/kubevirt/schemas`) by
+//! The field names are checked against KubeVirt's published schemas (`data/kubevirt/schemas`) by
 //! `crates/operator/tests/operator_kubevirt.rs`: examples generated from the schemas deserialize into these types, and
 //! these types, filled in, validate against the schemas (which forbid unknown properties).
 

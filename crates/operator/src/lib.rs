@@ -13,6 +13,7 @@ pub mod execute;
 pub mod fixtures;
 pub mod inventory;
 pub mod keys;
+pub mod kubectl;
 pub mod kubevirt;
 pub mod leader;
 pub mod maintenance;

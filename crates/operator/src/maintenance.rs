@@ -263,7 +263,7 @@ mod tests {
             message: Some("no VM left on the node".into()),
             ..node("n1")
         };
-        let a = decide(&[n.clone()], policy(), &snap(&[("ns/b", "n2")]), &Plan::default(), &Ledger::default());
+        let a = decide(std::slice::from_ref(&n), policy(), &snap(&[("ns/b", "n2")]), &Plan::default(), &Ledger::default());
         assert!(a.is_empty(), "{a:?}");
         // A node marked before the state was mirrored in a label gets the label, without a new Event.
         let unlabelled = NodeView { state_label: None, ..n };

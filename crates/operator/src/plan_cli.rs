@@ -23,7 +23,7 @@ use crate::crd::HostPool;
 use crate::inventory::{list_launcher_metrics, unix_now};
 use crate::kubevirt::{VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceMigration};
 use crate::observe::{Cluster, DemandWindow};
-use crate::pass::{PassInput, PassSummary, PoolMemo, Settings, pass};
+use crate::pass::{PassInput, PassOutput, PassSummary, PoolMemo, Settings, pass};
 
 /// Flags of `kubedrs plan`.
 #[derive(Debug, Clone, clap::Args)]
@@ -47,15 +47,17 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
     rt.block_on(main(args))
 }
 
-async fn client(args: &PlanArgs) -> anyhow::Result<Client> {
+/// A client from a kubeconfig file and context (default: `KUBECONFIG`, `~/.kube/config`, or the in-cluster
+/// service account).
+pub async fn client(kubeconfig: Option<&std::path::Path>, context: Option<&str>) -> anyhow::Result<Client> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let opts = KubeConfigOptions { context: args.context.clone(), ..KubeConfigOptions::default() };
-    let config = match &args.kubeconfig {
+    let opts = KubeConfigOptions { context: context.map(str::to_string), ..KubeConfigOptions::default() };
+    let config = match kubeconfig {
         Some(path) => {
             let kc = Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
             Config::from_custom_kubeconfig(kc, &opts).await?
         }
-        None if args.context.is_some() => Config::from_kubeconfig(&opts).await?,
+        None if context.is_some() => Config::from_kubeconfig(&opts).await?,
         None => Config::infer().await?,
     };
     Ok(Client::try_from(config)?)
@@ -88,25 +90,46 @@ where
     }
 }
 
-async fn main(args: PlanArgs) -> anyhow::Result<()> {
-    let client = client(&args).await?;
+/// One read of everything a pass needs: every object, and the launchers' usage from metrics.k8s.io when it
+/// is served. `now` is Unix seconds.
+pub async fn fetch(client: &Client) -> anyhow::Result<(Cluster, DemandWindow, u64)> {
     let cluster = Cluster {
-        pools: list::<HostPool>(&client).await?,
-        nodes: list::<Node>(&client).await?,
-        namespaces: list::<Namespace>(&client).await?,
-        vms: list_optional::<VirtualMachine>(&client).await?,
-        vmis: list_optional::<VirtualMachineInstance>(&client).await?,
-        pods: list::<Pod>(&client).await?,
-        migrations: list_optional::<VirtualMachineInstanceMigration>(&client).await?,
+        pools: list::<HostPool>(client).await?,
+        nodes: list::<Node>(client).await?,
+        namespaces: list::<Namespace>(client).await?,
+        vms: list_optional::<VirtualMachine>(client).await?,
+        vmis: list_optional::<VirtualMachineInstance>(client).await?,
+        pods: list::<Pod>(client).await?,
+        migrations: list_optional::<VirtualMachineInstanceMigration>(client).await?,
     };
     let now = u64::try_from(unix_now()).unwrap_or(0);
     let mut demand = DemandWindow::default();
-    match list_launcher_metrics(&client).await {
+    match list_launcher_metrics(client).await {
         Ok(m) => {
             demand.record_pod_metrics(&cluster.pods, &m, now);
         }
         Err(e) => eprintln!("warning: metrics.k8s.io unavailable ({e}): demand falls back to reservations"),
     }
+    Ok((cluster, demand, now))
+}
+
+/// The operator's pass over `pool` in dry-run mode (nothing written), as of `now` (Unix seconds).
+pub fn dry_run(pool: &HostPool, cluster: &Cluster, demand: &DemandWindow, now: u64) -> anyhow::Result<PassOutput> {
+    let at = k8s_openapi::jiff::Timestamp::from_second(i64::try_from(now).unwrap_or(0))?;
+    Ok(pass(&PassInput {
+        pool,
+        cluster,
+        demand,
+        settings: Settings { dry_run: true, ..Settings::default() },
+        memo: &PoolMemo::default(),
+        totals: &[],
+        now: at,
+    }))
+}
+
+pub async fn main(args: PlanArgs) -> anyhow::Result<()> {
+    let client = client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
+    let (cluster, demand, now) = fetch(&client).await?;
     let names: Vec<String> = cluster
         .pools
         .iter()
@@ -119,20 +142,10 @@ async fn main(args: PlanArgs) -> anyhow::Result<()> {
         anyhow::bail!("no HostPool named {name}");
     }
     // The operator's own pass, in dry-run mode: what it would do now, nothing written.
-    let settings = Settings { dry_run: true, ..Settings::default() };
-    let at = k8s_openapi::jiff::Timestamp::from_second(i64::try_from(now).unwrap_or(0))?;
     let mut warnings = Vec::new();
     let mut outputs = Vec::new();
     for pool in cluster.pools.iter().filter(|p| names.contains(&p.name_any())) {
-        let out = pass(&PassInput {
-            pool,
-            cluster: &cluster,
-            demand: &demand,
-            settings,
-            memo: &PoolMemo::default(),
-            totals: &[],
-            now: at,
-        });
+        let out = dry_run(pool, &cluster, &demand, now)?;
         warnings = out.warnings.clone();
         outputs.push((pool.name_any(), out));
     }

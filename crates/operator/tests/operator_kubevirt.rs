@@ -1,4 +1,4 @@
-//! The typed KubeVirt resources against KubeVirt's own schemas (`../shared/kubevirt/schemas`).
+//! The typed KubeVirt resources against KubeVirt's own schemas (`data/kubevirt/schemas`, gzipped).
 //!
 //! 1. From each schema an example object is generated that sets every property, with every string equal to
 //!    its own path (`status.migrationState.sourceNode`): deserializing it must succeed, every field kubedrs
@@ -13,9 +13,9 @@ use kubedrs_operator::kubevirt::*;
 use serde_json::{Map, Value, json};
 
 fn schema(file: &str) -> Value {
-    let path = format!("{}/../../../shared/kubevirt/schemas/{file}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).unwrap()
+    let path = format!("{}/../../data/kubevirt/schemas/{file}.gz", env!("CARGO_MANIFEST_DIR"));
+    let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_reader(flate2::read::GzDecoder::new(f)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 const TIME: &str = "2025-01-02T03:04:05Z";

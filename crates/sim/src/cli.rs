@@ -1,5 +1,6 @@
 //! `kubedrs simulate`: runs a scenario and prints a timeline and a summary (or `--json`, or an HTML report).
 
+use super::insight;
 use super::metrics::{RunResult, span};
 use super::report;
 use super::run::simulate;
@@ -34,6 +35,13 @@ pub struct SimulateArgs {
 const DEFAULT_SCENARIO: &str = include_str!("../../../examples/scenarios/maintenance.yaml");
 
 pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
+    // A report that cannot be written is found out before the run, not after it.
+    if let Some(path) = &args.report
+        && let Err(why) = check_report_path(path)
+    {
+        eprintln!("error: --report {}: {why}", path.display());
+        std::process::exit(2);
+    }
     let scenario = match &args.scenario {
         Some(path) => Scenario::load(path),
         None => {
@@ -43,6 +51,16 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let loaded = scenario.and_then(|mut scenario| {
         if let Some(seed) = args.seed {
             scenario.seed = seed;
+        }
+        let refused = insight::refusals(&scenario);
+        if !refused.is_empty() {
+            for r in refused {
+                eprintln!("error: {}: {r}", scenario.path.display());
+            }
+            std::process::exit(2);
+        }
+        for w in insight::warnings(&scenario) {
+            eprintln!("warning: {w}");
         }
         let result = run_with_progress(&scenario)?;
         Ok((scenario, result))
@@ -55,16 +73,56 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
+    let insights = insight::of(&scenario, &result);
     if let Some(path) = &args.report {
-        std::fs::write(path, report::html(&result)).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, report::html(&result, &insights))
+            .with_context(|| format!("writing {}", path.display()))?;
     }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&result)?);
+    let mut out = if args.json {
+        let json = serde_json::to_string_pretty(&JsonOutput { result: &result, insights: &insights })?;
+        json + "\n"
     } else {
-        print!("{}", text(&scenario, &result, args.quiet));
+        let mut t = text(&scenario, &result, &insights, args.quiet);
         if let Some(path) = &args.report {
-            println!("\nreport written to {}", path.display());
+            t += &format!("\nreport written to {}\n", path.display());
         }
+        t
+    };
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    emit(&out)
+}
+
+/// `--json`: the run's results, and `insights` beside them.
+#[derive(serde::Serialize)]
+struct JsonOutput<'a> {
+    #[serde(flatten)]
+    result: &'a RunResult,
+    insights: &'a insight::Insights,
+}
+
+/// Writes to stdout; a reader that went away (`kubedrs simulate --json | head`) ends the output quietly.
+pub fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing to stdout"),
+    }
+}
+
+/// The folder of `--report` exists and the file can be written there.
+pub fn check_report_path(path: &std::path::Path) -> Result<(), String> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!("folder {} does not exist: create it first", dir.display()));
+    }
+    if path.is_dir() {
+        return Err("is a folder: give a file name, e.g. report.html".to_string());
     }
     Ok(())
 }
@@ -97,7 +155,7 @@ fn pct(x: f64) -> String {
 }
 
 /// The text output: header, timeline, summary table.
-pub fn text(s: &Scenario, r: &RunResult, quiet: bool) -> String {
+pub fn text(s: &Scenario, r: &RunResult, insights: &insight::Insights, quiet: bool) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let on = s.vms.iter().filter(|v| v.powered_on).count();
@@ -180,7 +238,8 @@ pub fn text(s: &Scenario, r: &RunResult, quiet: bool) -> String {
                 g.gib_moved, g.gib_wasted, g.mean_secs, g.max_secs, g.max_in_flight
             ),
         ),
-        ("ping-pong moves", m.ping_pong.to_string()),
+        ("ping-pong moves", format!("{}   (back within {})", m.ping_pong, span(s.ping_pong_window))),
+        ("oscillation", oscillation_text(&insights.oscillation)),
         ("placements", format!("{}   (still pending at end: {})", m.placements, m.pending_at_end)),
         (
             "not executed",
@@ -205,9 +264,52 @@ pub fn text(s: &Scenario, r: &RunResult, quiet: bool) -> String {
             ),
         ),
     ];
+    let mut rows = rows;
+    rows.insert(3, ("CPU baseline", baseline_text(&insights.cpu_baseline)));
+    if let Some(st) = &insights.stopped_above_target {
+        rows.insert(
+            3,
+            (
+                "balancing stopped",
+                format!(
+                    "at {:.3}, above the target {:.3}, at {}: {}",
+                    st.imbalance,
+                    st.target,
+                    super::metrics::clock(st.t as f64),
+                    st.why
+                ),
+            ),
+        );
+    }
     let _ = writeln!(out, "\nSummary");
     for (k, v) in rows {
         let _ = writeln!(out, "  {k:<22}{v}");
     }
+    if !insights.warnings.is_empty() {
+        let _ = writeln!(out, "\nWarnings");
+        for w in &insights.warnings {
+            let _ = writeln!(out, "  {w}");
+        }
+    }
     out
+}
+
+/// `Haswell-noTSX (Auto)`, or why there is none.
+pub fn baseline_text(b: &insight::CpuBaseline) -> String {
+    match (&b.resolved, b.setting.as_str()) {
+        (Some(m), "Auto") => format!("{m} (resolved by Auto: the newest model every node supports)"),
+        (Some(m), _) => format!("{m} (set)"),
+        (None, "Off") => "none (Off: reported only)".to_string(),
+        (None, _) => format!("none ({}: no model every node supports)", b.setting),
+    }
+}
+
+pub fn oscillation_text(o: &insight::Oscillation) -> String {
+    format!(
+        "{} returns to a node left within 24 h ({} VMs); most moves of one VM in a day: {}{}",
+        o.returns_within_day,
+        o.vms,
+        o.most_moves_in_a_day,
+        o.busiest_vm.as_ref().map(|v| format!(" ({v})")).unwrap_or_default()
+    )
 }

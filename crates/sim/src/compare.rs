@@ -25,12 +25,15 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 const GIB: u64 = 1 << 30;
+/// Where `kubedrs compare` writes unless told: a folder of its own (ignored by git), never the docs.
+pub const DEFAULT_OUT: &str = "out/compare";
 
 /// Arguments of `kubedrs compare`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CompareArgs {
-    /// Folder for the CSV and Markdown results.
-    #[arg(long, default_value = "docs/benchmarks")]
+    /// Folder for the CSV and Markdown results (created; the published figures in docs/benchmarks are
+    /// written only when asked: `--out docs/benchmarks`, as benches/compare/run.sh does).
+    #[arg(long, default_value = DEFAULT_OUT)]
     pub out: PathBuf,
     /// Pools: small (20 nodes / 400 VMs), medium (100 / 2,000), large (1,000 / 20,000).
     #[arg(long, value_delimiter = ',', default_value = "small,medium,large")]
@@ -68,7 +71,7 @@ pub struct CompareArgs {
     /// Pools on which the optimum (and ProxLB) run: they are too slow beyond.
     #[arg(long, value_delimiter = ',', default_value = "small")]
     pub external_pools: Vec<String>,
-    /// Folder of the traces (default: shared/traces in this folder or one above it).
+    /// Folder of the traces (default: data/traces, the repository's, in this folder or one above it).
     #[arg(long)]
     pub traces: Option<PathBuf>,
 }
@@ -141,19 +144,22 @@ const PLANETLAB_DAYS: [(&str, usize); 5] =
     [("20110303", 1052), ("20110306", 898), ("20110309", 1061), ("20110322", 1516), ("20110325", 1078)];
 const NEW_MODEL: &str = "Icelake-Server-noTSX";
 
-/// Finds `shared/traces` in the current folder or one above it.
+/// Finds `data/traces` (the repository's) in the current folder or one above it.
 fn find_traces(given: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(p) = given {
         return Ok(p.clone());
     }
     let mut dir = std::env::current_dir()?;
     loop {
-        let t = dir.join("shared/traces");
+        let t = dir.join(super::scenario::DEFAULT_TRACES);
         if t.is_dir() {
             return Ok(t);
         }
         if !dir.pop() {
-            bail!("shared/traces not found here or above: give --traces");
+            bail!(
+                "{} not found here or above (run from the repository): give --traces",
+                super::scenario::DEFAULT_TRACES
+            );
         }
     }
 }
@@ -583,7 +589,7 @@ pub fn markdown(rows: &[Row]) -> String {
 /// `kubedrs compare`.
 pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     let rows = compare(&args, &mut |line| eprintln!("{line}"))?;
-    print!("{}", markdown(&rows));
+    super::cli::emit(&markdown(&rows))?;
     eprintln!("wrote {}/compare.csv, compare-series.csv, compare.md", args.out.display());
     Ok(())
 }

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod compare;
 pub mod cpu;
 pub mod divvy;
+pub mod insight;
 pub mod metrics;
 pub mod migration;
 pub mod policies;

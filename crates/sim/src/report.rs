@@ -2,6 +2,7 @@
 //! (no scripts, no fonts or files from elsewhere), so it can be mailed, attached to an issue or opened offline.
 //! Plots: per-node CPU and memory load, imbalance against target, migrations per pass by reason, demand met.
 
+use super::insight::Insights;
 use super::metrics::{RunResult, clock, span};
 use std::fmt::Write;
 
@@ -22,6 +23,9 @@ const LEFT: f64 = 58.0;
 const RIGHT: f64 = 16.0;
 const TOP: f64 = 14.0;
 const BOTTOM: f64 = 30.0;
+/// Node load charts draw at most this many nodes in colour (the hottest); the rest are grey "others".
+pub const LEGEND_NODES: usize = 8;
+const OTHERS: &str = "#c8ccd1";
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
@@ -43,6 +47,8 @@ struct Bar {
 
 struct Chart {
     x_max: f64,
+    /// Bottom of the y axis (0 unless the chart is zoomed onto a narrow band, see [`Chart::fit`]).
+    y_min: f64,
     y_max: f64,
     y_step: f64,
     percent: bool,
@@ -71,6 +77,7 @@ impl Chart {
         }
         Chart {
             x_max: x_max.max(1.0),
+            y_min: 0.0,
             y_max: (y_max / y_step).ceil().max(1.0) * y_step,
             y_step,
             percent,
@@ -82,12 +89,29 @@ impl Chart {
         }
     }
 
+    /// A chart of values between `lo` and `hi`: from 0 when `lo` is below half of `hi`, else zoomed onto the
+    /// band (ticks of the same steps), so that a dip of a few points from 100% shows.
+    fn fit(x_max: f64, lo: f64, hi: f64, percent: bool) -> Self {
+        if !(lo.is_finite() && hi.is_finite()) || lo < hi * 0.5 || hi <= 0.0 {
+            return Chart::new(x_max, hi.max(1e-9), percent);
+        }
+        // At least a band of 2% of `hi`, so a flat line is not blown up to fill the chart.
+        let band = (hi - lo).max(hi * 0.02);
+        let mut c = Chart::new(x_max, band, percent);
+        let step = c.y_step;
+        c.y_min = ((hi - band * 1.1) / step).floor() * step;
+        c.y_min = c.y_min.max(0.0);
+        c.y_max = (hi / step).ceil() * step;
+        c
+    }
+
     fn x(&self, t: f64) -> f64 {
         LEFT + t / self.x_max * (W - LEFT - RIGHT)
     }
 
     fn y(&self, v: f64) -> f64 {
-        TOP + (1.0 - (v / self.y_max).clamp(0.0, 1.05)) * (H - TOP - BOTTOM)
+        let span = (self.y_max - self.y_min).max(1e-12);
+        TOP + (1.0 - ((v - self.y_min) / span).clamp(0.0, 1.05)) * (H - TOP - BOTTOM)
     }
 
     fn fmt_y(&self, v: f64) -> String {
@@ -113,9 +137,9 @@ impl Chart {
             esc(label)
         );
         // Grid and y axis.
-        let ticks = (self.y_max / self.y_step).round() as usize;
+        let ticks = ((self.y_max - self.y_min) / self.y_step).round() as usize;
         for i in 0..=ticks {
-            let v = self.y_step * i as f64;
+            let v = self.y_min + self.y_step * i as f64;
             let y = self.y(v);
             let _ = write!(
                 s,
@@ -202,7 +226,7 @@ impl Chart {
 
     fn legend(&self, extra: &[(&str, &str)]) -> String {
         let mut s = String::from(r#"<div class="legend">"#);
-        for l in &self.series {
+        for l in self.series.iter().filter(|l| !l.name.is_empty()) {
             let style = if l.dashed { "border-top:2px dashed" } else { "border-top:3px solid" };
             let _ = write!(s, r#"<span><i style="{style} {}"></i>{}</span>"#, l.color, esc(&l.name));
         }
@@ -212,6 +236,20 @@ impl Chart {
         s.push_str("</div>");
         s
     }
+}
+
+/// The indices of the `n` nodes with the highest peak load (all of them when there are at most `n + 1`: a
+/// legend entry "1 other node" saves nothing), in node order.
+fn hottest(loads: &[Vec<Option<f64>>], n: usize) -> Vec<usize> {
+    if loads.len() <= n + 1 {
+        return (0..loads.len()).collect();
+    }
+    let peak = |s: &Vec<Option<f64>>| s.iter().flatten().fold(0.0f64, |a, b| a.max(*b));
+    let mut idx: Vec<usize> = (0..loads.len()).collect();
+    idx.sort_by(|&a, &b| peak(&loads[b]).total_cmp(&peak(&loads[a])).then(a.cmp(&b)));
+    idx.truncate(n);
+    idx.sort_unstable();
+    idx
 }
 
 /// Splits a line at its gaps (None).
@@ -254,7 +292,7 @@ fn pct(x: f64) -> String {
 }
 
 /// The whole page.
-pub fn html(r: &RunResult) -> String {
+pub fn html(r: &RunResult, insights: &Insights) -> String {
     let m = &r.summary;
     let x_max = r.duration_secs as f64;
     let times: Vec<f64> = r.steps.t.iter().map(|t| *t as f64).collect();
@@ -268,25 +306,39 @@ pub fn html(r: &RunResult) -> String {
         }
     }
 
-    // Per-node load, CPU and memory.
+    // Per-node load, CPU and memory: the hottest nodes in colour, the others grey under one legend entry.
     let load_chart = |loads: &[Vec<Option<f64>>]| {
         let peak = loads.iter().flatten().flatten().fold(1.0f64, |a, b| a.max(*b));
         let mut c = Chart::new(x_max, peak.max(1.0) * 1.05, true);
         c.refs.push((1.0, "capacity"));
         c.markers = markers.clone();
-        for (i, (name, series)) in r.steps.nodes.iter().zip(loads).enumerate() {
+        let shown = hottest(loads, LEGEND_NODES);
+        let others = loads.len() - shown.len();
+        if others > 0 {
+            for (_, series) in loads.iter().enumerate().filter(|(i, _)| !shown.contains(i)) {
+                c.series.push(Series {
+                    name: String::new(),
+                    color: OTHERS.into(),
+                    points: times.iter().copied().zip(series.iter().copied()).collect(),
+                    dashed: false,
+                    width: 1.0,
+                });
+            }
+        }
+        for (k, &i) in shown.iter().enumerate() {
             c.series.push(Series {
-                name: name.clone(),
-                color: PALETTE[i % PALETTE.len()].into(),
-                points: times.iter().copied().zip(series.iter().copied()).collect(),
-                dashed: i >= PALETTE.len(),
+                name: r.steps.nodes[i].clone(),
+                color: PALETTE[k % PALETTE.len()].into(),
+                points: times.iter().copied().zip(loads[i].iter().copied()).collect(),
+                dashed: false,
                 width: 1.6,
             });
         }
-        c
+        (c, others)
     };
-    let cpu = load_chart(&r.steps.cpu_load);
-    let mem = load_chart(&r.steps.memory_load);
+    let (cpu, cpu_others) = load_chart(&r.steps.cpu_load);
+    let (mem, mem_others) = load_chart(&r.steps.memory_load);
+    let others_label = |n: usize| format!("{n} other nodes");
 
     // Imbalance against target, at balancing passes.
     let balance: Vec<&super::metrics::PassRecord> = r.passes.iter().filter(|p| p.kind == "balance").collect();
@@ -341,7 +393,14 @@ pub fn html(r: &RunResult) -> String {
         r.migrations.iter().filter(|m| m.outcome != "completed").collect();
 
     // Demand met.
-    let mut met = Chart::new(x_max, 1.0, true);
+    let lowest = r
+        .steps
+        .cpu_met
+        .iter()
+        .chain(&r.steps.memory_met)
+        .chain(r.steps.group_cpu_met.values().flatten())
+        .fold(1.0f64, |a, b| a.min(*b));
+    let mut met = Chart::fit(x_max, lowest, 1.0, true);
     met.markers = markers.clone();
     met.refs.push((1.0, "all demand met"));
     met.series.push(Series {
@@ -410,6 +469,14 @@ pub fn html(r: &RunResult) -> String {
         &format!("mean {:.0}s · max {:.0}s", g.mean_secs, g.max_secs),
     );
     page += &card("ping-pong", &m.ping_pong.to_string(), &format!("{} placements", m.placements));
+    let o = &insights.oscillation;
+    page += &card(
+        "oscillation",
+        &o.returns_within_day.to_string(),
+        &format!("back within 24 h · most moves of a VM in a day {}", o.most_moves_in_a_day),
+    );
+    let b = &insights.cpu_baseline;
+    page += &card("CPU baseline", b.resolved.as_deref().unwrap_or("none"), &b.setting);
     page += &card(
         "decision time",
         &format!("{:.2} ms", r.timing.max_decision_ms),
@@ -421,6 +488,13 @@ pub fn html(r: &RunResult) -> String {
         &format!("VM-min Required · {:.0} Preferred", m.preferred_rule_violation_minutes),
     );
     page.push_str("</section>");
+    if !insights.warnings.is_empty() {
+        page.push_str(r#"<section class="chart warn"><h2>Warnings</h2><ul>"#);
+        for w in &insights.warnings {
+            let _ = write!(page, "<li>{}</li>", esc(w));
+        }
+        page.push_str("</ul></section>");
+    }
 
     let section = |page: &mut String, title: &str, note: &str, chart: &Chart, extra: &[(&str, &str)]| {
         let _ = write!(
@@ -432,24 +506,48 @@ pub fn html(r: &RunResult) -> String {
             chart.legend(extra)
         );
     };
+    let cpu_label = others_label(cpu_others);
+    let mem_label = others_label(mem_others);
+    let cpu_refs: Vec<(&str, &str)> = if cpu_others > 0 { vec![(cpu_label.as_str(), OTHERS)] } else { vec![] };
+    let mem_refs: Vec<(&str, &str)> = if mem_others > 0 { vec![(mem_label.as_str(), OTHERS)] } else { vec![] };
     section(
         &mut page,
         "CPU load per node",
-        "CPU demand / capacity of each node, every step. Above the dashed line the node is short of CPU.",
+        &format!(
+            "CPU demand / capacity of each node, every step. Above the dashed line the node is short of CPU.{}",
+            if cpu_others > 0 {
+                format!(" In colour the {} hottest nodes (highest peak), in grey the others.", LEGEND_NODES)
+            } else {
+                String::new()
+            }
+        ),
         &cpu,
-        &[],
+        &cpu_refs,
     );
     section(
         &mut page,
         "Memory load per node",
-        "Memory demand / capacity, including memory held on the target of each migration in flight.",
+        &format!(
+            "Memory demand / capacity, including memory held on the target of each migration in flight.{}",
+            if mem_others > 0 {
+                format!(" In colour the {} hottest nodes, in grey the others.", LEGEND_NODES)
+            } else {
+                String::new()
+            }
+        ),
         &mem,
-        &[],
+        &mem_refs,
     );
     section(
         &mut page,
         "Imbalance and target",
-        "The engine's imbalance (standard deviation of node loads) as each balancing pass found it and after its plan, against the threshold's target.",
+        &match &insights.stopped_above_target {
+            Some(st) => format!(
+                "The engine's imbalance (standard deviation of node loads) as each balancing pass found it and after its plan, against the threshold's target. Balancing stopped at {:.3}, above the target {:.3}: {}",
+                st.imbalance, st.target, st.why
+            ),
+            None => "The engine's imbalance (standard deviation of node loads) as each balancing pass found it and after its plan, against the threshold's target.".to_string(),
+        },
         &imb,
         &[],
     );
@@ -468,7 +566,14 @@ pub fn html(r: &RunResult) -> String {
     section(
         &mut page,
         "Demand met",
-        "Share of demand delivered, after each node divides its capacity by reservations and shares.",
+        &format!(
+            "Share of demand delivered, after each node divides its capacity by reservations and shares.{}",
+            if met.y_min > 0.0 {
+                format!(" The axis starts at {}, so that small dips show.", pct(met.y_min))
+            } else {
+                String::new()
+            }
+        ),
         &met,
         &[],
     );
@@ -532,6 +637,7 @@ h1{margin:4px 0 6px;font-size:28px}h2{margin:0 0 2px;font-size:17px}
 svg .tick{font-size:11px;fill:#5f6368}svg .marker{font-size:10px;fill:#5f6368}
 .legend{display:flex;flex-wrap:wrap;gap:4px 16px;font-size:12px;color:var(--muted);margin-top:4px}
 .legend i{display:inline-block;width:18px;margin-right:6px;vertical-align:middle}
+.warn{border-color:#e8b4b0}.warn li{color:#b3261e}
 .legend b{display:inline-block;width:11px;height:11px;margin-right:6px;vertical-align:-1px;border-radius:2px}
 .events{margin:6px 0 4px;padding-left:22px}.events li{margin:2px 0}
 table{border-collapse:collapse;width:100%;font-size:13px;margin-top:8px}td,th{text-align:left;padding:3px 8px;border-bottom:1px solid var(--line);vertical-align:top}

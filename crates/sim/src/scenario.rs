@@ -158,7 +158,7 @@ pub struct ScenarioFile {
     /// Seed of every random draw (noise, migration failures); same seed, same run.
     #[serde(default)]
     pub seed: u64,
-    /// Folder of the shared traces (default `shared/traces`), looked up from the scenario's folder upwards.
+    /// Folder of the traces (default `data/traces`, the repository's), looked up from the scenario's folder upwards.
     pub traces: Option<String>,
     #[serde(default)]
     pub pool: PoolSpec,
@@ -426,7 +426,7 @@ pub struct SpikesSpec {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PlanetlabSpec {
-    /// File `planetlab/<day>.csv`, e.g. 20110303.
+    /// File `planetlab/<day>.csv.gz` (or `.csv`), e.g. 20110303.
     pub day: ScalarTextOwned,
     /// Row of the first VM of the group (0-based); the n-th VM takes row first+n.
     #[serde(default)]
@@ -627,6 +627,8 @@ pub struct Scenario {
 
 /// Most steps a run may take (a year of minutes): beyond that a typo in `duration` or `step` is likelier.
 const MAX_STEPS: u64 = 525_600;
+/// The traces shipped with the repository (`data/traces`), found from a scenario's folder upwards.
+pub const DEFAULT_TRACES: &str = "data/traces";
 const DEFAULT_DIRTY_RATE: u64 = 16 << 20;
 
 impl Scenario {
@@ -755,7 +757,7 @@ impl Resolver<'_> {
             }
         }
 
-        let traces_dir = f.traces.as_deref().unwrap_or("shared/traces");
+        let traces_dir = f.traces.as_deref().unwrap_or(DEFAULT_TRACES);
         let samples = (duration as f64 / TRACE_SAMPLE_SECS).ceil() as usize + 2;
         let mut traces = None;
         let mut vms = Vec::new();

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::f64::consts::PI;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -142,7 +142,7 @@ impl TraceStore {
     /// Row `row` of PlanetLab day `day` (e.g. `20110303`), as fractions of the VM's CPU.
     pub fn planetlab(&mut self, day: &str, row: usize) -> Result<Arc<Vec<f64>>, String> {
         if !self.planetlab.contains_key(day) {
-            let rows = read_planetlab(&self.dir.join("planetlab").join(format!("{day}.csv")), &self.dir)?;
+            let rows = read_planetlab(&self.dir.join("planetlab"), day)?;
             self.planetlab.insert(day.to_string(), Arc::new(rows));
         }
         let rows = &self.planetlab[day];
@@ -163,11 +163,22 @@ impl TraceStore {
     }
 }
 
-fn read_planetlab(file: &Path, dir: &Path) -> Result<Vec<Arc<Vec<f64>>>, String> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
-        let days = available(&dir.join("planetlab"), ".csv");
-        format!("cannot read {}: {e}; days available: {days}", file.display())
-    })?;
+/// Day `day` of the PlanetLab traces in `dir`: `{day}.csv.gz` (as shipped in `data/traces`) or a plain `{day}.csv`.
+fn read_planetlab(dir: &Path, day: &str) -> Result<Vec<Arc<Vec<f64>>>, String> {
+    let gz = dir.join(format!("{day}.csv.gz"));
+    let plain = dir.join(format!("{day}.csv"));
+    let (file, text) = if gz.is_file() {
+        let mut text = String::new();
+        std::fs::File::open(&gz)
+            .and_then(|f| flate2::read::GzDecoder::new(f).read_to_string(&mut text))
+            .map_err(|e| format!("cannot read {}: {e}", gz.display()))?;
+        (gz, text)
+    } else {
+        let text = std::fs::read_to_string(&plain).map_err(|e| {
+            format!("cannot read {}: {e}; days available: {}", plain.display(), available(dir, &[".csv.gz", ".csv"]))
+        })?;
+        (plain, text)
+    };
     let mut rows = Vec::new();
     for (n, line) in text.lines().enumerate().skip(1) {
         let mut cells = line.split(',');
@@ -199,16 +210,20 @@ fn read_bitbrains(file: &Path, limit: usize) -> Result<BitbrainsVm, String> {
     Ok(BitbrainsVm { cpu: Arc::new(cpu), memory: Arc::new(memory) })
 }
 
-/// Names in `dir` ending in `suffix`, for error messages.
-fn available(dir: &Path, suffix: &str) -> String {
+/// Names in `dir` ending in one of `suffixes` (without it), for error messages.
+fn available(dir: &Path, suffixes: &[&str]) -> String {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(suffix)).map(String::from))
+                .filter_map(|e| {
+                    let n = e.file_name().to_str()?.to_string();
+                    suffixes.iter().find_map(|s| n.strip_suffix(s).map(String::from))
+                })
                 .collect()
         })
         .unwrap_or_default();
     names.sort();
+    names.dedup();
     if names.is_empty() { format!("none (no {})", dir.display()) } else { names.join(", ") }
 }
 

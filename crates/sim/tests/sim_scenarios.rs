@@ -285,7 +285,7 @@ nodes:
 vms:
   - {prefix: bb, count: 4, vcpus: 4, memory: 8Gi, workload: {cpu: {bitbrains: {first: 1}}, memory: {bitbrains: {first: 1}}}}
 ";
-    // Anchored in examples/scenarios so that shared/traces is found above the repository.
+    // Anchored in examples/scenarios so that data/traces is found above it, in the repository.
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/scenarios/inline-bitbrains.yaml");
     let s = Scenario::parse(&path, text).unwrap_or_else(|e| panic!("{e}"));
     let r = simulate(&s, &mut |_, _| {}).unwrap();
