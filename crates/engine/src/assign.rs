@@ -27,6 +27,17 @@ pub struct Outcome {
 /// Unplaces `vms` and finds each a node; placed VMs are left placed in the state, the others unplaced.
 /// The `exclude` node (one being relieved) is never a target.
 pub fn assign(st: &mut PoolState, vms: &[usize], reason: Reason, exclude: Option<usize>) -> Vec<Outcome> {
+    assign_within(st, vms, reason, exclude, SEARCH_BUDGET)
+}
+
+/// [`assign`] with a bound on the combination search (the make-room search tries many sets).
+pub fn assign_within(
+    st: &mut PoolState,
+    vms: &[usize],
+    reason: Reason,
+    exclude: Option<usize>,
+    budget: usize,
+) -> Vec<Outcome> {
     let ctx = Ctx { exclude };
     for &v in vms {
         st.remove(v);
@@ -43,7 +54,7 @@ pub fn assign(st: &mut PoolState, vms: &[usize], reason: Reason, exclude: Option
 
     let mut outcomes = Vec::new();
     for strict in [true, false] {
-        if let Some(found) = greedy(st, &ctx, &order, strict).or_else(|| search(st, &ctx, &order, strict)) {
+        if let Some(found) = greedy(st, &ctx, &order, strict).or_else(|| search(st, &ctx, &order, strict, budget)) {
             for (&v, &h) in order.iter().zip(&found) {
                 st.place(v, h);
                 st.reason[v].get_or_insert(reason);
@@ -70,7 +81,7 @@ pub fn assign(st: &mut PoolState, vms: &[usize], reason: Reason, exclude: Option
                 outcomes.push(Outcome { vm: v, result: Ok(h), relaxed: st.soft_breaks(v, h) > 0 });
             }
             None => {
-                outcomes.push(Outcome { vm: v, result: Err(diagnose(st, v)), relaxed: false });
+                outcomes.push(Outcome { vm: v, result: Err(diagnose(st, v, exclude)), relaxed: false });
                 if let Some(h) = st.origin[v] {
                     st.place(v, h);
                 }
@@ -134,8 +145,8 @@ fn greedy(st: &mut PoolState, ctx: &Ctx, order: &[usize], strict: bool) -> Optio
 }
 
 /// Bounded depth-first search over nodes in score order; the state is restored before returning.
-fn search(st: &mut PoolState, ctx: &Ctx, order: &[usize], strict: bool) -> Option<Vec<usize>> {
-    let mut budget = SEARCH_BUDGET;
+fn search(st: &mut PoolState, ctx: &Ctx, order: &[usize], strict: bool, budget: usize) -> Option<Vec<usize>> {
+    let mut budget = budget;
     let mut chosen = Vec::with_capacity(order.len());
     let found = dfs(st, ctx, order, strict, &mut chosen, &mut budget);
     for &v in &order[..chosen.len()] {
@@ -176,9 +187,11 @@ fn dfs(
     false
 }
 
-/// Why a VM has no node: the first filter, in order, that leaves nothing.
-pub fn diagnose(st: &PoolState, v: usize) -> BlockedReason {
-    let ready: Vec<usize> = (0..st.nodes.len()).filter(|&h| st.nodes[h].state.accepts_vms()).collect();
+/// Why a VM has no node: the first filter, in order, that leaves nothing. The `exclude` node (the one it
+/// must leave) does not count.
+pub fn diagnose(st: &PoolState, v: usize, exclude: Option<usize>) -> BlockedReason {
+    let ready: Vec<usize> =
+        (0..st.nodes.len()).filter(|&h| st.nodes[h].state.accepts_vms() && Some(h) != exclude).collect();
     if ready.is_empty() {
         return BlockedReason::NoEligibleNode;
     }

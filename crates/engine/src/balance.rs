@@ -78,6 +78,32 @@ struct Candidate {
     vm: usize,
     from: usize,
     to: usize,
+    /// Estimated migration time: ranks moves of equal benefit.
+    secs: f64,
+}
+
+/// A score on a fixed grid, so that two moves of equal benefit compare equal whatever the float noise.
+fn grid(x: f64) -> i64 {
+    (x * 1e12).round() as i64
+}
+
+/// Is `c` a better move than `b`: more benefit; at equal benefit the cheaper migration; then by name.
+fn beats(c: &Candidate, b: &Candidate) -> bool {
+    grid(c.score)
+        .cmp(&grid(b.score))
+        .then(grid(b.secs / 1e9).cmp(&grid(c.secs / 1e9)))
+        .then(b.vm.cmp(&c.vm))
+        .then(b.to.cmp(&c.to))
+        == Ordering::Greater
+}
+
+fn secs_of(st: &PoolState, v: usize) -> f64 {
+    let vm = st.vms[v];
+    cost::migration_secs(
+        vm.memory_size_bytes,
+        vm.dirty_rate_bytes_per_sec,
+        st.snap.pool.migration_bandwidth_bytes_per_sec,
+    )
 }
 
 /// Runs balancing on the state; returns the moves in order and why it stopped.
@@ -91,6 +117,7 @@ pub fn balance(st: &mut PoolState) -> (Vec<Chosen>, String) {
     let gap = pairwise_gap(threshold);
     let cap = pool.max_migrations_per_pass as usize;
     let mut chosen = Vec::new();
+    let mut singles_exhausted = false;
     let stop = loop {
         let imbalance = st.imbalance();
         let hot = shortest(st);
@@ -105,7 +132,40 @@ pub fn balance(st: &mut PoolState) -> (Vec<Chosen>, String) {
                 "stopped at maxMigrationsPerPass ({cap}) with imbalance {imbalance:.3} (target {target:.3})"
             );
         }
-        let Some(c) = hot.and_then(|_| relief_move(st)).or_else(|| best_move(st)) else {
+        // Once no single move qualified, only swaps are looked for (the single-move search over every
+        // source is the expensive part of a pass, and a swap rarely opens a single move).
+        let single = if singles_exhausted { None } else { hot.and_then(|_| relief_move(st)).or_else(|| best_move(st)) };
+        singles_exhausted |= single.is_none();
+        // Look-ahead: when no single move helps a short node, a swap of two VMs may (one node short of
+        // CPU, the other of memory).
+        if single.is_none()
+            && hot.is_some()
+            && chosen.len() + 2 <= cap
+            && let Some((a, b)) = swap_move(st)
+        {
+            for c in [b, a] {
+                let (load_from, load_to) = (st.load(c.from), st.load(c.to));
+                let relieves = st.short(c.from);
+                let imbalance_before = st.imbalance();
+                st.remove(c.vm);
+                st.place(c.vm, c.to);
+                st.reason[c.vm] = Some(Reason::Balance);
+                if st.vms[c.vm].automation != VmAutomation::Manual {
+                    st.take_slot(c.from, c.to);
+                }
+                chosen.push(Chosen {
+                    vm: c.vm,
+                    from: c.from,
+                    to: c.to,
+                    goodness: imbalance_before - st.imbalance(),
+                    load_from,
+                    load_to,
+                    relieves,
+                });
+            }
+            continue;
+        }
+        let Some(c) = single else {
             break match hot {
                 Some((h, peak)) => format!(
                     "no further move pays for itself (imbalance {imbalance:.3}, target {target:.3}); {} is short \
@@ -199,12 +259,18 @@ fn relief_move(st: &PoolState) -> Option<Candidate> {
                 if gain <= 0.0 {
                     continue;
                 }
-                let better = best.as_ref().is_none_or(|(r, b)| match relief.total_cmp(r) {
-                    Ordering::Equal => gain > b.score,
+                // The most relief; at equal relief (every VM that ends the shortage) the cheapest migration,
+                // then the best balance.
+                let c = Candidate { score: gain, vm: v, from: s, to: t, secs: secs_of(st, v) };
+                let better = best.as_ref().is_none_or(|(r, b)| match grid(relief).cmp(&grid(*r)) {
+                    Ordering::Equal => match grid(b.secs / 1e9).cmp(&grid(c.secs / 1e9)) {
+                        Ordering::Equal => beats(&c, b),
+                        o => o == Ordering::Greater,
+                    },
                     o => o == Ordering::Greater,
                 });
                 if better {
-                    best = Some((relief, Candidate { score: gain, vm: v, from: s, to: t }));
+                    best = Some((relief, c));
                 }
             }
         }
@@ -235,7 +301,7 @@ fn best_move(st: &PoolState) -> Option<Candidate> {
 
 fn pick(best: Option<Candidate>, c: Candidate) -> Option<Candidate> {
     match best {
-        Some(b) if b.score >= c.score => Some(b),
+        Some(b) if !beats(&c, &b) => Some(b),
         _ => Some(c),
     }
 }
@@ -288,10 +354,119 @@ fn best_from(st: &PoolState, loads: &[f64], s: usize, targets: &[usize]) -> Opti
             if score <= 0.0 {
                 continue;
             }
-            if best.as_ref().is_none_or(|b| score > b.score) {
-                best = Some(Candidate { score, vm: v, from: s, to: t });
+            let c = Candidate { score, vm: v, from: s, to: t, secs: migration };
+            if best.as_ref().is_none_or(|b| beats(&c, b)) {
+                best = Some(c);
             }
         }
     }
     best
+}
+
+/// VMs per node a swap considers, and nodes it pairs with a short one.
+const SWAP_VMS: usize = 8;
+const SWAP_NODES: usize = 16;
+
+/// Entitlement above capacity of a node, summed over CPU and memory, with `ent` its VMs' entitlement.
+fn shortfall(st: &PoolState, h: usize, ent: [f64; 2]) -> f64 {
+    (0..2).map(|r| (ent[r] / st.cap[h][r] - 1.0).max(0.0)).sum()
+}
+
+/// The best swap of a VM on a short node with a VM on another node: it must lower the two nodes' total
+/// shortfall and make neither short of a resource it was not short of; the biggest drop wins, then the best
+/// balance, then the cheapest pair of migrations. Bounded: the 4 shortest nodes, the 16 nodes with the most
+/// room on the short resource, 8 VMs on each side. Returns (the move off the short node, the move back).
+fn swap_move(st: &mut PoolState) -> Option<(Candidate, Candidate)> {
+    let bw = st.snap.pool.migration_bandwidth_bytes_per_sec;
+    let mut hot: Vec<(usize, usize, f64)> = (0..st.nodes.len())
+        .filter(|&h| st.counted[h])
+        .filter_map(|h| st.short(h).map(|(r, ratio)| (h, r, ratio)))
+        .collect();
+    hot.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
+    hot.truncate(4);
+    let usable =
+        |st: &PoolState, v: usize| st.balance_candidate(v) && cost::converges(st.vms[v].dirty_rate_bytes_per_sec, bw);
+    // (drop in shortfall, ssd gain, cost, a, s, b, t)
+    let mut best: Option<(i64, i64, i64, usize, usize, usize, usize)> = None;
+    for &(s, r, _) in &hot {
+        let mut targets: Vec<usize> =
+            (0..st.nodes.len()).filter(|&t| t != s && st.counted[t] && st.nodes[t].state.accepts_vms()).collect();
+        targets.sort_by(|&a, &b| st.ratio(a, r).total_cmp(&st.ratio(b, r)).then(a.cmp(&b)));
+        targets.truncate(SWAP_NODES);
+        let mut mine: Vec<usize> = st.node_vms[s].iter().copied().filter(|&v| usable(st, v)).collect();
+        mine.sort_by(|&a, &b| st.ent[b][r].total_cmp(&st.ent[a][r]).then(a.cmp(&b)));
+        mine.truncate(SWAP_VMS);
+        for t in targets {
+            let mut theirs: Vec<usize> = st.node_vms[t].iter().copied().filter(|&v| usable(st, v)).collect();
+            theirs.sort_by(|&a, &b| st.ent[a][r].total_cmp(&st.ent[b][r]).then(a.cmp(&b)));
+            theirs.truncate(SWAP_VMS);
+            let before = shortfall(st, s, st.node_ent[s]) + shortfall(st, t, st.node_ent[t]);
+            for &a in &mine {
+                for &b in &theirs {
+                    let es = [0, 1].map(|k| st.node_ent[s][k] - st.ent[a][k] + st.ent[b][k]);
+                    let et = [0, 1].map(|k| st.node_ent[t][k] - st.ent[b][k] + st.ent[a][k]);
+                    let after = shortfall(st, s, es) + shortfall(st, t, et);
+                    let newly_short = (0..2).any(|k| {
+                        (es[k] > st.cap[s][k] && st.ratio(s, k) <= 1.0)
+                            || (et[k] > st.cap[t][k] && st.ratio(t, k) <= 1.0)
+                    });
+                    if after >= before - 1e-9 || newly_short {
+                        continue;
+                    }
+                    let key_drop = grid((before - after) / 1e3);
+                    if best.is_some_and(|b| b.0 > key_drop) {
+                        continue;
+                    }
+                    if !swap_allowed(st, a, s, b, t) {
+                        continue;
+                    }
+                    let ssd = st.ssd();
+                    let gain = ssd
+                        - st.ssd_after(&[
+                            (s, st.vm_load_on(b, s) - st.vm_load_on(a, s)),
+                            (t, st.vm_load_on(a, t) - st.vm_load_on(b, t)),
+                        ]);
+                    if gain <= 0.0 {
+                        continue;
+                    }
+                    let secs = secs_of(st, a) + secs_of(st, b);
+                    let key = (key_drop, grid(gain / 1e3), -grid(secs / 1e9), a, s, b, t);
+                    let better = best.is_none_or(|b| {
+                        (key.0, key.1, key.2).cmp(&(b.0, b.1, b.2)).then(b.3.cmp(&a)) == Ordering::Greater
+                    });
+                    if better {
+                        best = Some(key);
+                    }
+                }
+            }
+        }
+    }
+    let (_, gain, _, a, s, b, t) = best?;
+    let score = gain as f64 / 1e9;
+    Some((
+        Candidate { score, vm: a, from: s, to: t, secs: secs_of(st, a) },
+        Candidate { score, vm: b, from: t, to: s, secs: secs_of(st, b) },
+    ))
+}
+
+/// Can `a` (on `s`) and `b` (on `t`) trade places: rules, CPU models, requests and memory, no ping-pong,
+/// slots for both?
+fn swap_allowed(st: &mut PoolState, a: usize, s: usize, b: usize, t: usize) -> bool {
+    let manual = |v: usize| st.vms[v].automation == VmAutomation::Manual;
+    let slots = (manual(a) || st.slot_free(s, t)) && (manual(b) || st.slot_free(t, s));
+    let back = |v: usize, h: usize| st.since_left(v, h).is_some_and(|secs| secs < PING_PONG_SECS);
+    if !slots || back(a, t) || back(b, s) {
+        return false;
+    }
+    st.remove(a);
+    st.remove(b);
+    let mut ok = st.allowed(a, t, false) && st.reservation_fits(a, t);
+    if ok {
+        st.place(a, t);
+        ok = st.allowed(b, s, false) && st.reservation_fits(b, s);
+        st.remove(a);
+    }
+    st.place(a, s);
+    st.place(b, t);
+    ok
 }

@@ -59,6 +59,10 @@ impl Gate {
         if m.reason == Reason::Balance && !self.balance_due {
             return Verdict::Hold("balancing runs once per interval".into());
         }
+        if !m.after.is_empty() {
+            // The plan's order: its target has room only once these moves have finished.
+            return Verdict::Hold(format!("waits: {}", m.waits));
+        }
         if m.deferred {
             return Verdict::Hold("no concurrency slot now: it starts when one frees".into());
         }
@@ -100,6 +104,8 @@ mod tests {
             recommend_only: false,
             deferred: false,
             why: "because".into(),
+            after: vec![],
+            waits: String::new(),
         }
     }
 
@@ -128,6 +134,9 @@ mod tests {
         let deferred = Move { deferred: true, ..mv(Reason::Maintenance) };
         assert!(matches!(FULL.of_move(&deferred, Some("n1")), Verdict::Hold(w) if w.contains("slot")));
         assert!(matches!(FULL.of_move(&mv(Reason::Balance), Some("n3")), Verdict::Hold(w) if w.contains("no longer")));
+        let waiting =
+            Move { after: vec!["ns/c".into()], waits: "after ns/c leaves n2".into(), ..mv(Reason::Maintenance) };
+        assert!(matches!(FULL.of_move(&waiting, Some("n1")), Verdict::Hold(w) if w == "waits: after ns/c leaves n2"));
         let manual_vm = Move { recommend_only: true, ..mv(Reason::Maintenance) };
         assert!(matches!(FULL.of_move(&manual_vm, Some("n1")), Verdict::Recommend(w) if w.contains("Manual")));
         let dry = Gate { dry_run: true, ..FULL };

@@ -24,6 +24,7 @@ mod entitlement;
 mod gate;
 mod mandatory;
 mod model;
+mod order;
 mod plan;
 mod state;
 mod validate;
@@ -75,6 +76,7 @@ pub fn view(snapshot: &Snapshot) -> PoolView<'_> {
 }
 
 use mandatory::Findings;
+use order::Want;
 use state::PoolState;
 
 /// Plans one pass over a pool.
@@ -88,44 +90,63 @@ pub fn plan(snapshot: &Snapshot) -> Result<Plan, InvalidSnapshot> {
     mandatory::fix_reservations(&mut st, &mut found);
     mandatory::place_new(&mut st, &mut found);
 
-    let mut moves = mandatory_moves(&mut st);
-    let (chosen, balance_summary) = balance::balance(&mut st);
-    let bw = snapshot.pool.migration_bandwidth_bytes_per_sec;
-    for c in chosen {
-        let vm = st.vms[c.vm];
-        moves.push(Move {
-            vm: vm.name.clone(),
-            from: st.nodes[c.from].name.clone(),
-            to: st.nodes[c.to].name.clone(),
-            reason: Reason::Balance,
-            goodness: c.goodness,
-            migration_secs: cost::migration_secs(vm.memory_size_bytes, vm.dirty_rate_bytes_per_sec, bw),
-            recommend_only: vm.automation == VmAutomation::Manual,
-            deferred: false,
-            why: match c.relieves {
-                Some((r, ratio)) => format!(
-                    "relieve: {} is short, its VMs are entitled to {:.0}% of its {}; {} at {:.0}% load takes one \
-                     (relief down to {:.0}%); lowers the imbalance by {:.4}",
-                    st.nodes[c.from].name,
-                    ratio * 100.0,
-                    if r == 0 { "CPU" } else { "memory" },
-                    st.nodes[c.to].name,
-                    c.load_to * 100.0,
-                    balance::HEADROOM * 100.0,
-                    c.goodness
+    let mut wants = order::mandatory_wants(&st);
+    let (chosen, mut balance_summary) = balance::balance(&mut st);
+    wants.extend(chosen.iter().map(|c| Want { vm: c.vm, from: c.from, to: c.to, reason: Reason::Balance }));
+
+    // The order a cluster can carry out; what cannot be ordered stays where it is.
+    let ordered = order::sequence(&st, &wants);
+    for w in ordered.dropped.iter().chain(ordered.cycles.iter().flatten()).chain(ordered.stuck.iter().map(|s| &s.0)) {
+        st.remove(w.vm);
+        st.place(w.vm, w.from);
+        if w.reason == Reason::Balance {
+            st.reason[w.vm] = None;
+        }
+    }
+    if !ordered.dropped.is_empty() {
+        balance_summary.push_str(&format!(
+            "; {} balancing move(s) dropped: no order lets their targets take them in time",
+            ordered.dropped.len()
+        ));
+    }
+    for cycle in &ordered.cycles {
+        let vms: Vec<String> = cycle.iter().map(|w| st.vms[w.vm].name.clone()).collect();
+        let path = cycle
+            .iter()
+            .map(|w| format!("{} {} -> {}", st.vms[w.vm].name, st.nodes[w.from].name, st.nodes[w.to].name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        for w in cycle {
+            found.blocked.push(Blocked {
+                vm: st.vms[w.vm].name.clone(),
+                node: Some(st.nodes[w.from].name.clone()),
+                wanted: w.reason,
+                reason: BlockedReason::Cycle { vms: vms.clone() },
+                why: format!(
+                    "{}: its move is part of the cycle {path}; each target is too full to take its VM before \
+                     the next one leaves, and no other node has room to stage one of them",
+                    mandatory::wanted_words(w.reason)
                 ),
-                None => format!(
-                    "balance: {} at {:.0}% load, {} at {:.0}%; lowers the imbalance by {:.4}",
-                    st.nodes[c.from].name,
-                    c.load_from * 100.0,
-                    st.nodes[c.to].name,
-                    c.load_to * 100.0,
-                    c.goodness
-                ),
-            },
+            });
+        }
+    }
+    for (w, stays) in &ordered.stuck {
+        let stays: Vec<&str> = stays.iter().take(4).map(|&u| st.vms[u].name.as_str()).collect();
+        found.blocked.push(Blocked {
+            vm: st.vms[w.vm].name.clone(),
+            node: Some(st.nodes[w.from].name.clone()),
+            wanted: w.reason,
+            reason: BlockedReason::NoCapacity,
+            why: format!(
+                "{}: {} has no room for it while {} stay",
+                mandatory::wanted_words(w.reason),
+                st.nodes[w.to].name,
+                stays.join(", ")
+            ),
         });
     }
 
+    let moves = assemble(&mut st, &ordered.steps, &chosen);
     let loads = (0..st.nodes.len())
         .map(|h| NodeLoad {
             node: st.nodes[h].name.clone(),
@@ -152,43 +173,101 @@ pub fn plan(snapshot: &Snapshot) -> Result<Plan, InvalidSnapshot> {
     })
 }
 
-/// Mandatory moves in order (maintenance, rule, reservation; then VM name), taking concurrency slots;
-/// a move without a slot is deferred.
-fn mandatory_moves(st: &mut PoolState) -> Vec<Move> {
+/// The ordered steps as the plan's moves: reasons in words, what each waits for, and concurrency slots (taken
+/// in order by the moves that can start now).
+fn assemble(st: &mut PoolState, steps: &[order::Step], chosen: &[balance::Chosen]) -> Vec<Move> {
     let bw = st.snap.pool.migration_bandwidth_bytes_per_sec;
-    let secs = |v: usize| cost::migration_secs(st.vms[v].memory_size_bytes, st.vms[v].dirty_rate_bytes_per_sec, bw);
-    let mut order: Vec<(Reason, f64, usize)> = (0..st.vms.len())
-        .filter_map(|v| match (st.origin[v], st.pos[v], st.reason[v]) {
-            (Some(o), Some(p), Some(r)) if o != p => Some((r, secs(v), v)),
-            _ => None,
-        })
-        .collect();
-    // Within a reason, the quickest migrations take the slots first: the node empties sooner.
-    order.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2)));
-    order
-        .into_iter()
-        .map(|(reason, _, v)| {
-            let (from, to) = (st.origin[v].unwrap_or_default(), st.pos[v].unwrap_or_default());
-            let vm = st.vms[v];
-            let recommend_only = vm.automation == VmAutomation::Manual;
-            let deferred = !recommend_only && !st.take_slot(from, to);
-            Move {
-                vm: vm.name.clone(),
-                from: st.nodes[from].name.clone(),
-                to: st.nodes[to].name.clone(),
-                reason,
-                goodness: 0.0,
-                migration_secs: cost::migration_secs(vm.memory_size_bytes, vm.dirty_rate_bytes_per_sec, bw),
-                recommend_only,
-                deferred,
-                why: mandatory_why(st, v, from, reason),
-            }
-        })
-        .collect()
+    st.reset_slots();
+    let mut moves = Vec::with_capacity(steps.len());
+    for s in steps {
+        let vm = st.vms[s.vm];
+        let recommend_only = vm.automation == VmAutomation::Manual;
+        let deferred = !recommend_only && s.after.is_empty() && !st.take_slot(s.from, s.to);
+        let after: Vec<String> = s.after.iter().map(|&d| st.vms[steps[d].vm].name.clone()).collect();
+        let waits = s
+            .after
+            .iter()
+            .map(|&d| {
+                let dep = &steps[d];
+                if dep.vm == s.vm {
+                    format!("after {} reaches {}", vm.name, st.nodes[dep.to].name)
+                } else {
+                    format!("after {} leaves {}", st.vms[dep.vm].name, st.nodes[dep.from].name)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (goodness, mut why) = match chosen.iter().find(|c| c.vm == s.vm && s.reason == Reason::Balance) {
+            Some(c) => (c.goodness, balance_why(st, c)),
+            None => (0.0, mandatory_why(st, s.vm, st.origin[s.vm].unwrap_or(s.from), s.reason)),
+        };
+        if s.staged {
+            why = format!(
+                "staged on {} on its way to {} (its target has no room before another VM leaves): {why}",
+                st.nodes[s.to].name, st.nodes[s.final_to].name
+            );
+        }
+        moves.push(Move {
+            vm: vm.name.clone(),
+            from: st.nodes[s.from].name.clone(),
+            to: st.nodes[s.to].name.clone(),
+            reason: s.reason,
+            goodness,
+            migration_secs: cost::migration_secs(vm.memory_size_bytes, vm.dirty_rate_bytes_per_sec, bw),
+            recommend_only,
+            deferred,
+            why,
+            after,
+            waits,
+        });
+    }
+    moves
+}
+
+fn balance_why(st: &PoolState, c: &balance::Chosen) -> String {
+    match c.relieves {
+        Some((r, ratio)) => format!(
+            "relieve: {} is short, its VMs are entitled to {:.0}% of its {}; {} at {:.0}% load takes one \
+             (relief down to {:.0}%); lowers the imbalance by {:.4}",
+            st.nodes[c.from].name,
+            ratio * 100.0,
+            if r == 0 { "CPU" } else { "memory" },
+            st.nodes[c.to].name,
+            c.load_to * 100.0,
+            balance::HEADROOM * 100.0,
+            c.goodness
+        ),
+        None => format!(
+            "balance: {} at {:.0}% load, {} at {:.0}%; lowers the imbalance by {:.4}",
+            st.nodes[c.from].name,
+            c.load_from * 100.0,
+            st.nodes[c.to].name,
+            c.load_to * 100.0,
+            c.goodness
+        ),
+    }
 }
 
 fn mandatory_why(st: &PoolState, v: usize, from: usize, reason: Reason) -> String {
     let node = &st.nodes[from].name;
+    match (reason, st.aside[v]) {
+        (Reason::Balance | Reason::Placement, _) => {}
+        (_, Some((true, u))) => {
+            return format!(
+                "out of the way: leaves node {node} to make room for {}, which must move ({})",
+                st.vms[u].name,
+                reason.as_str()
+            );
+        }
+        (_, Some((false, u))) => {
+            return format!(
+                "moves with {} to keep their required affinity group together ({})",
+                st.vms[u].name,
+                reason.as_str()
+            );
+        }
+        (_, None) => {}
+    }
     match reason {
         Reason::Maintenance => format!("node {node} is in maintenance"),
         Reason::Reservation => format!("reservations on node {node} exceed its capacity"),

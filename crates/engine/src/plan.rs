@@ -51,9 +51,21 @@ pub struct Move {
     /// Only recommended: the VM's automation is Manual (the pool's level is applied by the actuator).
     pub recommend_only: bool,
     /// Concurrency limits leave no slot for it now: start it when one frees (or at the next pass).
+    /// Only moves with nothing to wait for (`after` empty) take a slot.
     pub deferred: bool,
     /// In words, for Events and logs.
     pub why: String,
+    /// The moves this one waits for, by VM name: each name is the last move of that VM listed *before* this
+    /// one in [`Plan::moves`] (the list is in an order that respects `after`). Start this move only when all of
+    /// them have finished; then its target has room for it (requests within allocatable, memory within
+    /// capacity, counting migrations in flight on both nodes). A VM moved twice (staged through a node with
+    /// room) names itself for its second move. Empty: it may start now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+    /// `after` in words, for status and Events: "after vm-c leaves node-b", "after vm-a reaches node-c".
+    /// Empty when `after` is.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub waits: String,
 }
 
 /// Initial placement of a VM that has no node yet.
@@ -86,6 +98,9 @@ pub enum BlockedReason {
     NoEligibleNode,
     /// Its recent migrations failed: kubedrs waits before trying again (backoff doubles per failure).
     BackingOff { failures: u32, retry_in_secs: u64 },
+    /// Its move is part of a cycle (a swap, a rotation) through nodes that are all too full to take a VM
+    /// before another leaves, and no other node has room to stage one of them: the VMs of the cycle, in order.
+    Cycle { vms: Vec<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,7 +158,8 @@ pub struct PinnedVm {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub placements: Vec<Placement>,
-    /// In the order they should start: mandatory first, then balancing by goodness.
+    /// In an order that respects every move's `after` (mandatory first, then balancing by goodness, moved
+    /// later where a move must wait for another). A VM appears twice when it is staged through a third node.
     pub moves: Vec<Move>,
     pub blocked: Vec<Blocked>,
     pub rule_notes: Vec<RuleNote>,

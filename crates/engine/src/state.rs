@@ -45,11 +45,22 @@ pub struct PoolState<'a> {
     /// Why the plan moved or placed a VM (first reason wins).
     pub reason: Vec<Option<Reason>>,
     pub in_flight: Vec<bool>,
+    /// A VM a mandatory step moved for another one: `(true, u)` out of the way to make room for `u`,
+    /// `(false, u)` with `u`'s required affinity group.
+    pub aside: Vec<Option<(bool, usize)>>,
     /// Pool-wide entitlement per VM, [cpu, memory] in millicores and bytes.
     pub ent: Vec<[f64; 2]>,
     pub cap: Vec<[f64; 2]>,
     pub node_ent: Vec<[f64; 2]>,
     pub node_res: Vec<[u64; 2]>,
+    /// Memory each VM holds where it runs: its memory reservation, or its demand when higher (capped by
+    /// its limit). A node never takes a VM whose memory would go above its capacity.
+    pub mem_use: Vec<u64>,
+    /// Sum of `mem_use` of the VMs planned on each node, plus what migrations in flight hold on their source.
+    pub node_mem: Vec<u64>,
+    /// Migrations in flight at snapshot time: (VM, source). The VM counts on its target (`origin`) and keeps
+    /// its requests and memory on the source until the migration ends.
+    pub held_on_source: Vec<(usize, usize)>,
     /// VMs planned on each node, in VM index order.
     pub node_vms: Vec<Vec<usize>>,
     /// Counted in the imbalance: holds VMs as part of the pool (ready or cordoned).
@@ -173,12 +184,16 @@ impl<'a> PoolState<'a> {
             vms,
             pos: vec![None; origin.len()],
             reason: vec![None; origin.len()],
+            aside: vec![None; origin.len()],
             origin: origin.clone(),
             in_flight,
             ent,
             cap,
             node_ent: vec![[0.0; 2]; n],
             node_res: vec![[0; 2]; n],
+            mem_use: Vec::new(),
+            node_mem: vec![0; n],
+            held_on_source: held_on_source.clone(),
             node_vms: vec![Vec::new(); n],
             n_counted: counted.iter().filter(|c| **c).count(),
             counted,
@@ -194,14 +209,17 @@ impl<'a> PoolState<'a> {
             left_recently,
             slots: Slots { pool_left, out_used, in_used },
         };
+        st.mem_use = st.vms.iter().map(|vm| mem_use(vm)).collect();
         for (v, o) in origin.iter().enumerate() {
             if let Some(h) = *o {
                 st.place(v, h);
             }
         }
-        // A migrating VM keeps its memory on the source until the migration ends.
+        // A migrating VM keeps its requests and memory on the source until the migration ends.
         for (v, s) in held_on_source {
+            st.node_res[s][0] += st.vms[v].cpu.reservation;
             st.node_res[s][1] += st.vms[v].memory.reservation;
+            st.node_mem[s] += st.mem_use[v];
         }
         st.recompute_sums();
         st
@@ -276,6 +294,7 @@ impl<'a> PoolState<'a> {
         }
         self.node_res[h][0] -= self.vms[v].cpu.reservation;
         self.node_res[h][1] -= self.vms[v].memory.reservation;
+        self.node_mem[h] -= self.mem_use[v];
         if let Ok(i) = self.node_vms[h].binary_search(&v) {
             self.node_vms[h].remove(i);
         }
@@ -301,6 +320,7 @@ impl<'a> PoolState<'a> {
         }
         self.node_res[h][0] += self.vms[v].cpu.reservation;
         self.node_res[h][1] += self.vms[v].memory.reservation;
+        self.node_mem[h] += self.mem_use[v];
         if let Err(i) = self.node_vms[h].binary_search(&v) {
             self.node_vms[h].insert(i, v);
         }
@@ -312,13 +332,15 @@ impl<'a> PoolState<'a> {
         self.adjust_sums(h, before);
     }
 
-    /// Does the VM's reservation fit on `h` (beside what is planned there)?
+    /// Does the VM fit on `h` beside what is planned there: its requests within the node's allocatable, and
+    /// its memory (see [`PoolState::mem_use`]) within the node's memory capacity?
     pub fn reservation_fits(&self, v: usize, h: usize) -> bool {
         let here = self.pos[v] == Some(h);
         let vm = self.vms[v];
         let add = |used: u64, r: u64| if here { used } else { used + r };
         add(self.node_res[h][0], vm.cpu.reservation) <= self.nodes[h].capacity.cpu_millis
             && add(self.node_res[h][1], vm.memory.reservation) <= self.nodes[h].capacity.memory_bytes
+            && add(self.node_mem[h], self.mem_use[v]) <= self.nodes[h].capacity.memory_bytes
     }
 
     /// Would the node's entitlement stay within its capacity with the VM there?
@@ -398,6 +420,21 @@ impl<'a> PoolState<'a> {
             && c.per_node_inbound.is_none_or(|limit| self.slots.in_used[to] < limit)
     }
 
+    /// Gives back every slot taken by the plan so far (slots are then taken again in the plan's final order).
+    pub fn reset_slots(&mut self) {
+        let c = &self.snap.pool.concurrency;
+        let n = self.nodes.len();
+        let (mut out_used, mut in_used) = (vec![0u32; n], vec![0u32; n]);
+        for &(v, s) in &self.held_on_source {
+            out_used[s] += 1;
+            if let Some(t) = self.origin[v] {
+                in_used[t] += 1;
+            }
+        }
+        self.slots =
+            Slots { pool_left: c.per_pool.saturating_sub(self.snap.in_flight.len() as u32), out_used, in_used };
+    }
+
     /// Takes a slot for a move if one is free; false means the move waits.
     pub fn take_slot(&mut self, from: usize, to: usize) -> bool {
         if !self.slot_free(from, to) {
@@ -432,6 +469,12 @@ impl<'a> PoolState<'a> {
         let (lo, hi) = loads.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), l| (lo.min(l), hi.max(l)));
         if hi >= lo { hi - lo } else { 0.0 }
     }
+}
+
+/// Memory a VM holds on its node: its reservation, or its demand when higher, capped by its limit.
+pub fn mem_use(vm: &Vm) -> u64 {
+    let demand = vm.demand.memory_bytes.min(vm.memory.limit.unwrap_or(u64::MAX));
+    vm.memory.reservation.max(demand)
 }
 
 fn ssd_of(s1: f64, s2: f64, n: usize) -> f64 {

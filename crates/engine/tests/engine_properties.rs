@@ -31,8 +31,8 @@ proptest! {
     }
 }
 
-/// A random pool: 3-4 nodes of two CPU generations, 2-9 VMs with labels a/b, anti-affinity on `a`,
-/// a VM-node rule on `b`, random demands and reservations, node 0 possibly in maintenance.
+/// A random pool: 3-4 nodes of two CPU generations, 2-9 VMs with labels a/b/c, anti-affinity on `a`,
+/// a VM-node rule on `b`, affinity on `c`, random demands and reservations, node 0 possibly in maintenance.
 fn pool(maintenance: bool) -> impl Strategy<Value = Snapshot> {
     let nodes = prop::collection::vec((4u64..=16, 8u64..=32, any::<bool>(), any::<bool>()), 3..=4);
     let vms = prop::collection::vec(
@@ -70,6 +70,7 @@ fn pool(maintenance: bool) -> impl Strategy<Value = Snapshot> {
                 vm = match group {
                     0 => vm.label("g", "a"),
                     1 => vm.label("g", "b"),
+                    2 => vm.label("g", "c"),
                     _ => vm,
                 };
                 if modern {
@@ -82,6 +83,7 @@ fn pool(maintenance: bool) -> impl Strategy<Value = Snapshot> {
             .threshold(threshold)
             .rule(Rule::anti_affinity("spread-a", Selector::labels(&[("g", "a")])))
             .rule(Rule::vm_node("b-on-ssd", Selector::labels(&[("g", "b")]), Selector::labels(&[("disk", "ssd")])))
+            .rule(Rule::affinity("c-together", Selector::labels(&[("g", "c")])))
     })
 }
 
@@ -101,7 +103,7 @@ fn after(snap: &Snapshot, plan: &Plan) -> BTreeMap<String, Option<String>> {
 fn violations(snap: &Snapshot, at: &BTreeMap<String, Option<String>>) -> Vec<String> {
     let mut out = Vec::new();
     let node = |name: &str| snap.nodes.iter().find(|n| n.name == name).expect("known node");
-    let mut res: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    let mut res: BTreeMap<&str, (u64, u64, u64)> = BTreeMap::new();
     for vm in &snap.vms {
         let Some(Some(n)) = at.get(&vm.name) else { continue };
         if !vm.cpu_requirement.allows(node(n)) {
@@ -110,11 +112,15 @@ fn violations(snap: &Snapshot, at: &BTreeMap<String, Option<String>>) -> Vec<Str
         let e = res.entry(n.as_str()).or_default();
         e.0 += vm.cpu.reservation;
         e.1 += vm.memory.reservation;
+        e.2 += in_use(vm);
     }
-    for (n, (c, m)) in &res {
+    for (n, (c, m, u)) in &res {
         let cap = node(n).capacity;
         if *c > cap.cpu_millis || *m > cap.memory_bytes {
             out.push(format!("reservations exceed capacity on {n}"));
+        }
+        if *u > cap.memory_bytes {
+            out.push(format!("memory in use exceeds capacity on {n}"));
         }
     }
     for rule in snap.rules.iter().filter(|r| r.enforcement == kubedrs_engine::Enforcement::Required) {
@@ -142,22 +148,176 @@ fn violations(snap: &Snapshot, at: &BTreeMap<String, Option<String>>) -> Vec<Str
     out
 }
 
-/// Is there any assignment of the maintenance node's VMs to the other nodes that breaks nothing?
+/// Memory a VM holds on its node: its request, or what it uses when that is more (at most its limit).
+fn in_use(vm: &Vm) -> u64 {
+    vm.memory.reservation.max(vm.demand.memory_bytes.min(vm.memory.limit.unwrap_or(u64::MAX)))
+}
+
+/// Violations that hold at an instant (affinity is checked on the end state only: a group moves one VM at a
+/// time, so it is split while it moves).
+fn instant_violations(snap: &Snapshot, at: &BTreeMap<String, Option<String>>) -> Vec<String> {
+    violations(snap, at).into_iter().filter(|v| !v.starts_with("c-together")).collect()
+}
+
+/// Is there a sequence of single moves, one at a time, each to a ready node with room for the VM beside what
+/// is there and breaking nothing that held, that empties n0: every VM on n0 moves once, and at most two other
+/// VMs move once out of the way? The end state must break nothing.
 fn evacuation_feasible(snap: &Snapshot) -> bool {
     let leaving: Vec<&str> =
         snap.vms.iter().filter(|v| v.node.as_deref() == Some("n0")).map(|v| v.name.as_str()).collect();
     let targets: Vec<&str> =
         snap.nodes.iter().filter(|n| n.state == NodeState::Ready).map(|n| n.name.as_str()).collect();
     let base: BTreeMap<String, Option<String>> = snap.vms.iter().map(|v| (v.name.clone(), v.node.clone())).collect();
-    let total = targets.len().pow(leaving.len() as u32);
-    (0..total).any(|mut code| {
-        let mut at = base.clone();
-        for vm in &leaving {
-            at.insert(vm.to_string(), Some(targets[code % targets.len()].to_string()));
-            code /= targets.len();
+    let initial = instant_violations(snap, &base);
+    let mut seen = std::collections::HashSet::new();
+    #[allow(clippy::too_many_arguments)]
+    fn go(
+        snap: &Snapshot,
+        at: &mut BTreeMap<String, Option<String>>,
+        moved: &mut std::collections::BTreeSet<String>,
+        extras: usize,
+        leaving: &[&str],
+        targets: &[&str],
+        initial: &[String],
+        seen: &mut std::collections::HashSet<String>,
+    ) -> bool {
+        if leaving.iter().all(|v| moved.contains(*v)) {
+            return violations(snap, at).is_empty();
         }
-        violations(snap, &at).is_empty()
-    })
+        let key = format!("{at:?}{moved:?}");
+        if !seen.insert(key) {
+            return false;
+        }
+        for vm in &snap.vms {
+            let is_leaving = leaving.contains(&vm.name.as_str());
+            if moved.contains(&vm.name) || (!is_leaving && extras >= 2) || !vm.live_migratable {
+                continue;
+            }
+            let Some(from) = at[&vm.name].clone() else { continue };
+            for &t in targets {
+                if t == from {
+                    continue;
+                }
+                // Room beside what is on t now.
+                let node = snap.nodes.iter().find(|n| n.name == t).expect("node");
+                let on: Vec<&Vm> = snap.vms.iter().filter(|v| at[&v.name].as_deref() == Some(t)).collect();
+                let cpu: u64 = on.iter().map(|v| v.cpu.reservation).sum::<u64>() + vm.cpu.reservation;
+                let mem: u64 = on.iter().map(|v| v.memory.reservation).sum::<u64>() + vm.memory.reservation;
+                let used: u64 = on.iter().map(|v| in_use(v)).sum::<u64>() + in_use(vm);
+                if cpu > node.capacity.cpu_millis
+                    || mem > node.capacity.memory_bytes
+                    || used > node.capacity.memory_bytes
+                {
+                    continue;
+                }
+                at.insert(vm.name.clone(), Some(t.to_string()));
+                let ok = instant_violations(snap, at).iter().all(|v| initial.contains(v));
+                if ok {
+                    moved.insert(vm.name.clone());
+                    let found = go(snap, at, moved, extras + usize::from(!is_leaving), leaving, targets, initial, seen);
+                    moved.remove(&vm.name);
+                    if found {
+                        at.insert(vm.name.clone(), Some(from.clone()));
+                        return true;
+                    }
+                }
+                at.insert(vm.name.clone(), Some(from.clone()));
+            }
+        }
+        false
+    }
+    let mut at = base.clone();
+    go(snap, &mut at, &mut Default::default(), 0, &leaving, &targets, &initial, &mut seen)
+}
+
+/// An executor written for the test, independent of the planner: carries the plan out in a random order that
+/// respects every move's `after` (starting and finishing migrations in a random interleaving, so that moves
+/// with nothing between them run at the same time), with a VM counted on both nodes while it migrates. At
+/// every start it checks that the target's requests stay within allocatable and its memory in use within
+/// capacity, that the VM is where the move starts, and that nothing breaks that held (rules, CPU models);
+/// at the end, that nothing is broken that held, affinity included. Returns where the VMs end.
+fn execute(snap: &Snapshot, plan: &Plan, seed: u64) -> Result<BTreeMap<String, Option<String>>, String> {
+    let mut rng = kubedrs_engine::build::SplitMix::new(seed);
+    let base: BTreeMap<String, Option<String>> = snap.vms.iter().map(|v| (v.name.clone(), v.node.clone())).collect();
+    let initial = instant_violations(snap, &base);
+    let initial_all = violations(snap, &base);
+    let vm = |name: &str| snap.vms.iter().find(|v| v.name == name).expect("vm");
+    let node = |name: &str| snap.nodes.iter().find(|n| n.name == name).expect("node");
+    // Dependencies: each name is the last move of that VM listed before.
+    let mut deps: Vec<Vec<usize>> = Vec::new();
+    for (i, m) in plan.moves.iter().enumerate() {
+        let mut d = Vec::new();
+        for a in &m.after {
+            let j = plan.moves[..i]
+                .iter()
+                .rposition(|p| &p.vm == a)
+                .ok_or(format!("{} waits for {a}, not listed before", m.vm))?;
+            d.push(j);
+        }
+        deps.push(d);
+    }
+    let mut at = base.clone();
+    // 0 waiting, 1 running, 2 done.
+    let mut state = vec![0u8; plan.moves.len()];
+    loop {
+        let startable: Vec<usize> =
+            (0..plan.moves.len()).filter(|&i| state[i] == 0 && deps[i].iter().all(|&j| state[j] == 2)).collect();
+        let running: Vec<usize> = (0..plan.moves.len()).filter(|&i| state[i] == 1).collect();
+        if startable.is_empty() && running.is_empty() {
+            break;
+        }
+        let pick = rng.below((startable.len() + running.len()) as u64) as usize;
+        if pick >= startable.len() {
+            let i = running[pick - startable.len()];
+            state[i] = 2;
+            at.insert(plan.moves[i].vm.clone(), Some(plan.moves[i].to.clone()));
+            continue;
+        }
+        let i = startable[pick];
+        let m = &plan.moves[i];
+        if at[&m.vm].as_deref() != Some(m.from.as_str()) || running.iter().any(|&j| plan.moves[j].vm == m.vm) {
+            return Err(format!("move {i} of {} starts while the VM is not on {}", m.vm, m.from));
+        }
+        state[i] = 1;
+        // What the target holds: VMs there, VMs on their way there, and this one.
+        let t = node(&m.to);
+        let present: Vec<&Vm> = snap
+            .vms
+            .iter()
+            .filter(|v| {
+                at[&v.name].as_deref() == Some(m.to.as_str())
+                    || (0..plan.moves.len())
+                        .any(|j| state[j] == 1 && plan.moves[j].vm == v.name && plan.moves[j].to == m.to)
+            })
+            .collect();
+        let cpu: u64 = present.iter().map(|v| v.cpu.reservation).sum();
+        let mem: u64 = present.iter().map(|v| v.memory.reservation).sum();
+        let used: u64 = present.iter().map(|v| in_use(v)).sum();
+        if cpu > t.capacity.cpu_millis || mem > t.capacity.memory_bytes || used > t.capacity.memory_bytes {
+            return Err(format!(
+                "{} -> {}: the target holds cpu {cpu}, memory requests {mem}, in use {used}",
+                m.vm, m.to
+            ));
+        }
+        // The VM counts on its target from now on (and on its source, which only loses): rules and models.
+        let mut seen = at.clone();
+        seen.insert(m.vm.clone(), Some(m.to.clone()));
+        for v in instant_violations(snap, &seen) {
+            if !initial.contains(&v) {
+                return Err(format!("{} -> {} breaks: {v}", m.vm, m.to));
+            }
+        }
+        let _ = vm(&m.vm);
+    }
+    if let Some(i) = state.iter().position(|&s| s != 2) {
+        return Err(format!("move {i} never became startable"));
+    }
+    for v in violations(snap, &at) {
+        if !initial_all.contains(&v) {
+            return Err(format!("the plan ends breaking: {v}"));
+        }
+    }
+    Ok(at)
 }
 
 proptest! {
@@ -174,7 +334,25 @@ proptest! {
     }
 
     #[test]
-    fn evacuation_empties_the_node_whenever_possible(snap in pool(true)) {
+    fn every_order_the_plan_allows_keeps_every_node_within_its_room(snap in pool(false), maintenance in any::<bool>(), seed in any::<u64>()) {
+        let mut snap = snap;
+        if maintenance {
+            snap.nodes[0].state = NodeState::EnteringMaintenance;
+        }
+        let plan = kubedrs_engine::plan(&snap).unwrap();
+        let mut ends = Vec::new();
+        for k in 0..6u64 {
+            match execute(&snap, &plan, seed.wrapping_add(k)) {
+                Ok(at) => ends.push(at),
+                Err(e) => prop_assert!(false, "{e}\n{snap:#?}\n{plan:#?}"),
+            }
+        }
+        // Whatever the order, the pool ends where the plan says.
+        prop_assert!(ends.iter().all(|e| *e == after(&snap, &plan)));
+    }
+
+    #[test]
+    fn evacuation_empties_the_node_whenever_some_order_can(snap in pool(true)) {
         // Only pools whose other nodes are sound: the oracle answers for the evacuation alone.
         let mut others = after(&snap, &Plan::default());
         others.values_mut().filter(|n| n.as_deref() == Some("n0")).for_each(|n| *n = None);
@@ -182,10 +360,11 @@ proptest! {
         let plan = kubedrs_engine::plan(&snap).unwrap();
         let at = after(&snap, &plan);
         let emptied = at.values().all(|n| n.as_deref() != Some("n0"));
-        prop_assert_eq!(emptied, evacuation_feasible(&snap), "plan: {:#?}", plan);
-        let before = violations(&snap, &after(&snap, &Plan::default()));
-        for v in violations(&snap, &at) {
-            prop_assert!(before.contains(&v), "plan broke: {v}");
+        if evacuation_feasible(&snap) {
+            prop_assert!(emptied, "some order empties n0, the plan does not: {:#?}\n{:#?}", snap, plan);
+        }
+        if let Err(e) = execute(&snap, &plan, 7) {
+            prop_assert!(false, "{e}\n{plan:#?}");
         }
     }
 

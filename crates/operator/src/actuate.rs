@@ -379,6 +379,7 @@ pub fn blocked_word(r: &BlockedReason) -> &'static str {
         BlockedReason::InFlight => "InFlight",
         BlockedReason::NoEligibleNode => "NoEligibleNode",
         BlockedReason::BackingOff { .. } => "BackingOff",
+        BlockedReason::Cycle { .. } => "Cycle",
     }
 }
 
@@ -449,6 +450,8 @@ mod tests {
             recommend_only: false,
             deferred: false,
             why: format!("{} because", reason.as_str()),
+            after: vec![],
+            waits: String::new(),
         }
     }
 

@@ -395,6 +395,7 @@ impl<'a> Run<'a> {
         // Moves: all at balancing passes; between them only mandatory ones (as the operator does).
         let mut started: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
         let mut mandatory_deferred = false;
+        let mut waiting: Vec<String> = Vec::new();
         {
             for m in plan.moves.iter().filter(|m| kind == PassKind::Balance || m.reason.is_mandatory()) {
                 let policy_allows = match automation {
@@ -404,6 +405,14 @@ impl<'a> Run<'a> {
                 };
                 if m.recommend_only || !policy_allows {
                     rec.recommended += 1;
+                    continue;
+                }
+                // The plan's order: a move starts only once the moves it waits for have finished (the next pass,
+                // after they end, plans it again with nothing to wait for).
+                if !m.after.is_empty() {
+                    rec.deferred += 1;
+                    mandatory_deferred |= m.reason.is_mandatory();
+                    waiting.push(format!("{} -> {} {}", m.vm, m.to, m.waits));
                     continue;
                 }
                 if m.deferred {
@@ -435,6 +444,14 @@ impl<'a> Run<'a> {
                     mandatory_deferred |= m.reason.is_mandatory();
                     continue;
                 }
+                // The kubelet admits the target pod only when its requests fit what is left on the node.
+                if !self.c.room_for(i, &m.to) {
+                    rec.deferred += 1;
+                    mandatory_deferred |= m.reason.is_mandatory();
+                    waiting
+                        .push(format!("{} -> {} waits for room: its requests do not fit on {} now", m.vm, m.to, m.to));
+                    continue;
+                }
                 let mig = self.c.start_migration(i, &m.to, m.reason, t);
                 let note = format!("{} {}->{} ~{:.0}s", m.vm, m.from, m.to, mig.ends_at - t as f64);
                 started.entry(m.reason.as_str()).or_default().push(note);
@@ -447,7 +464,11 @@ impl<'a> Run<'a> {
         self.totals.max_in_flight = self.totals.max_in_flight.max(self.c.migrations.len() as u32);
 
         // One timeline line per pass that did something, or that found the pool out of balance.
-        if !placed.is_empty() || rec.started > 0 || (kind == PassKind::Balance && rec.recommended > 0) {
+        if !placed.is_empty()
+            || rec.started > 0
+            || !waiting.is_empty()
+            || (kind == PassKind::Balance && rec.recommended > 0)
+        {
             let mut parts = Vec::new();
             if !placed.is_empty() {
                 parts.push(format!("placed {}: {}", count(placed.len(), "VM"), names(&placed)));
@@ -460,6 +481,9 @@ impl<'a> Run<'a> {
             }
             if rec.deferred > 0 {
                 parts.push(format!("{} deferred", rec.deferred));
+            }
+            if !waiting.is_empty() {
+                parts.push(format!("{} waiting: {}", count(waiting.len(), "move"), names(&waiting)));
             }
             if kind == PassKind::Balance {
                 let head = format!(

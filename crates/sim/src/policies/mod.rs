@@ -98,5 +98,7 @@ pub fn simple_move(vm: &str, from: &str, to: &str, reason: Reason, why: String) 
         recommend_only: false,
         deferred: false,
         why,
+        after: vec![],
+        waits: String::new(),
     }
 }
