@@ -23,7 +23,9 @@ go_build() { # name outdir moddir ldflags pkg...
   fi
   command -v go >/dev/null 2>&1 || die "go toolchain not found (need Go >= 1.26)"
   local stamp
-  stamp="$( { cat "$moddir/go.mod" "$moddir/go.sum"; echo "$ldflags $*"; go env GOVERSION; } | sha256sum | cut -c1-16)"
+  # go.mod, go.sum, any Go source of the wrapper module itself (e2e/go/kubevirt/cmd/...), flags, Go version.
+  stamp="$( { cat "$moddir/go.mod" "$moddir/go.sum"; find "$moddir" -name '*.go' -print0 | sort -z | xargs -0r cat
+              echo "$ldflags $*"; go env GOVERSION; } | sha256sum | cut -c1-16)"
   if [[ -f "$out/.stamp" && "$(cat "$out/.stamp")" == "$stamp" ]]; then
     local missing=0 p
     for p in "$@"; do [[ -x "$out/$(bin_name "$p")" ]] || missing=1; done
@@ -50,7 +52,8 @@ check_gomods() {
   for spec in "k8s k8s.io/kubernetes $K8S_VERSION" "etcd go.etcd.io/etcd/server/v3 $ETCD_VERSION" \
               "kwok sigs.k8s.io/kwok $KWOK_VERSION" "metrics-server sigs.k8s.io/metrics-server $METRICS_SERVER_VERSION" \
               "helm helm.sh/helm/v3 $HELM_VERSION" "k8s k8s.io/api $K8S_STAGING_VERSION" \
-              "descheduler sigs.k8s.io/descheduler $DESCHEDULER_VERSION"; do
+              "descheduler sigs.k8s.io/descheduler $DESCHEDULER_VERSION" \
+              "kubevirt kubevirt.io/kubevirt $KUBEVIRT_VERSION" "kubevirt kubevirt.io/api $KUBEVIRT_VERSION"; do
     read -r dir mod ver <<<"$spec"
     grep -qE "^\s*(require )?$mod( => $mod)? $ver\b" "$E2E_DIR/go/$dir/go.mod" ||
       die "e2e/go/$dir/go.mod does not pin $mod $ver from versions.env: run e2e/go/update-gomods.sh"
@@ -80,6 +83,7 @@ build_all() {
   go_build helm "$HELM_BIN" "$E2E_DIR/go/helm" \
     "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
     helm.sh/helm/v3/cmd/helm
+  build_kubevirt
   # `e2e/cluster build` builds everything; `up` leaves the descheduler out (it is no part of the running
   # cluster, so a fresh `up` does not wait minutes for it): tests build it through e2e/descheduler/build.
   if [[ "${cmd:-}" == build ]]; then build_descheduler; fi
@@ -91,4 +95,14 @@ build_descheduler() {
   go_build descheduler "$DESCHEDULER_BIN" "$E2E_DIR/go/descheduler" \
     "-s -w -X $p.version=$DESCHEDULER_VERSION -X $p.buildDate=1970-01-01T00:00:00Z -X $p.gitbranch=release -X $p.gitsha1=none" \
     sigs.k8s.io/descheduler/cmd/descheduler
+}
+
+# KubeVirt's virt-controller and virt-api, with the version ldflags of KubeVirt's hack/version.sh, and
+# kubevirt-install (e2e/go/kubevirt/cmd/kubevirt-install): what virt-operator would install, from
+# KubeVirt's own generators.
+build_kubevirt() {
+  local p=kubevirt.io/client-go/version
+  go_build kubevirt "$KUBEVIRT_BIN" "$E2E_DIR/go/kubevirt" \
+    "-s -w -X $p.gitVersion=$KUBEVIRT_VERSION -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z" \
+    kubevirt.io/kubevirt/cmd/virt-controller kubevirt.io/kubevirt/cmd/virt-api kubedrs.e2e/kubevirt/cmd/kubevirt-install
 }

@@ -13,6 +13,7 @@ ETCD_BIN="$BIN_ROOT/etcd-$ETCD_VERSION"
 KWOK_BIN="$BIN_ROOT/kwok-$KWOK_VERSION"
 MS_BIN="$BIN_ROOT/metrics-server-$METRICS_SERVER_VERSION"
 HELM_BIN="$BIN_ROOT/helm-$HELM_VERSION"
+KUBEVIRT_BIN="$BIN_ROOT/kubevirt-$KUBEVIRT_VERSION"
 
 # Loopback ports (override with env if they clash with something else).
 ETCD_CLIENT_PORT="${E2E_ETCD_PORT:-32379}"
@@ -22,6 +23,12 @@ KCM_PORT="${E2E_KCM_PORT:-30257}"
 SCHEDULER_PORT="${E2E_SCHEDULER_PORT:-30259}"
 KWOK_PORT="${E2E_KWOK_PORT:-30250}"
 METRICS_SERVER_PORT="${E2E_METRICS_SERVER_PORT:-30443}"
+VIRT_API_PORT="${E2E_VIRT_API_PORT:-30844}"
+VIRT_CONTROLLER_PORT="${E2E_VIRT_CONTROLLER_PORT:-30845}"
+
+# KubeVirt: `real` (virt-controller and virt-api built from the module, e2e/lib/kubevirt.sh; scenarios
+# start the node emulator) or `emulated` (the former whole-KubeVirt emulator, CRDs from schemas).
+E2E_KUBEVIRT="${E2E_KUBEVIRT:-real}"
 
 KUBECONFIG_PATH="$RUN_DIR/kubeconfig"
 PKI="$RUN_DIR/pki"

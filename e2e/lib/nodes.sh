@@ -12,6 +12,11 @@ render_node() {
   for m in ${!models_var}; do
     labels+="    cpu-model.node.kubevirt.io/$m: \"true\""$'\n'
   done
+  # virt-handler's node-labeller also publishes every model the host could run a host-model guest as
+  # (getKnownCpuModels): the labels a host-model VMI's migration target must have.
+  for m in ${!models_var}; do
+    labels+="    cpu-model-migration.node.kubevirt.io/$m: \"true\""$'\n'
+  done
   labels="${labels%$'\n'}"
   local t
   t="$(grep -v '^#' "$E2E_DIR/templates/node.yaml")"

@@ -179,7 +179,7 @@ pub async fn run(client: Client, cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn dyn_reflector(api: Api<DynamicObject>, ar: ApiResource, notify: &Arc<Notify>) -> Store<DynamicObject> {
+pub fn dyn_reflector(api: Api<DynamicObject>, ar: ApiResource, notify: &Arc<Notify>) -> Store<DynamicObject> {
     let writer = reflector::store::Writer::new(ar);
     let reader = writer.as_reader();
     let notify = notify.clone();
@@ -195,7 +195,7 @@ fn dyn_reflector(api: Api<DynamicObject>, ar: ApiResource, notify: &Arc<Notify>)
     reader
 }
 
-fn typed_reflector<K>(api: Api<K>, cfg: watcher::Config, notify: &Arc<Notify>) -> Store<K>
+pub fn typed_reflector<K>(api: Api<K>, cfg: watcher::Config, notify: &Arc<Notify>) -> Store<K>
 where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {

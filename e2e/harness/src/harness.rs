@@ -82,6 +82,20 @@ pub fn emulator_bin() -> PathBuf {
         .unwrap_or_else(|| target_profile_dir().join("kubevirt-emulator"))
 }
 
+/// Which KubeVirt the cluster runs (`E2E_KUBEVIRT`, as `e2e/cluster up` had it): `real` (virt-controller
+/// and virt-api built from KubeVirt's module; scenarios start the node emulator `kubevirt-node`) or
+/// `emulated` (scenarios start the whole-KubeVirt emulator `kubevirt-emulator`).
+pub fn real_kubevirt() -> bool {
+    std::env::var("E2E_KUBEVIRT").map_or(true, |v| v != "emulated")
+}
+
+/// The node emulator binary: `KUBEVIRT_NODE_BIN`, else `kubevirt-node` in the target directory.
+pub fn node_emulator_bin() -> PathBuf {
+    std::env::var_os("KUBEVIRT_NODE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_profile_dir().join("kubevirt-node"))
+}
+
 /// Logs of the processes a scenario starts: `<run dir>/logs/e2e/`.
 pub fn log_dir() -> PathBuf {
     run_dir().join("logs/e2e")
@@ -330,6 +344,13 @@ impl VmSpec {
         if self.kubedrs_schedules {
             spec["schedulerName"] = json!("kubedrs");
         }
+        // KWOK reports what the launcher pod's annotations say; virt-controller copies the VMI's annotations
+        // onto its pods (also onto a migration's target pod).
+        let mut template_annotations = self.template_annotations.clone();
+        let (cpu, mem) = kv::initial_usage(&json!({"metadata": {"annotations": &self.template_annotations},
+                                                    "spec": &spec}));
+        template_annotations.insert(kv::KWOK_USAGE_CPU.into(), cpu);
+        template_annotations.insert(kv::KWOK_USAGE_MEMORY.into(), mem);
         json!({
             "apiVersion": kv::API_VERSION,
             "kind": "VirtualMachine",
@@ -337,7 +358,7 @@ impl VmSpec {
             "spec": {
                 "runStrategy": "Always",
                 "template": {
-                    "metadata": {"labels": self.labels, "annotations": self.template_annotations},
+                    "metadata": {"labels": self.labels, "annotations": template_annotations},
                     "spec": spec,
                 },
             },
@@ -403,11 +424,21 @@ impl Scenario {
         })
     }
 
-    /// Starts the KubeVirt emulator with `args` (see `kubevirt-emulator --help`).
+    /// Starts the KubeVirt emulator with `args` (`--migration-rate`, `--phase-step-ms`, ...): with the real
+    /// KubeVirt the node emulator (`kubevirt-node --help`): the kubelet with the cluster's kubeconfig,
+    /// virt-handler with its service account's (`<run dir>/virt-handler.kubeconfig`, written by
+    /// `e2e/cluster up`); else the
+    /// whole-KubeVirt emulator (`kubevirt-emulator --help`).
     pub fn start_emulator(&mut self, args: &[&str]) -> anyhow::Result<usize> {
-        let bin = emulator_bin();
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let c = Child::spawn(&format!("{}-emulator", self.name), &bin, &args, &[("RUST_LOG", "info".into())])?;
+        let mut env = vec![("RUST_LOG", "info".to_string())];
+        let bin = if real_kubevirt() {
+            env.push(("KUBEVIRT_HANDLER_KUBECONFIG", run_dir().join("virt-handler.kubeconfig").display().to_string()));
+            node_emulator_bin()
+        } else {
+            emulator_bin()
+        };
+        let c = Child::spawn(&format!("{}-emulator", self.name), &bin, &args, &env)?;
         self.children.push(c);
         Ok(self.children.len() - 1)
     }
@@ -579,7 +610,8 @@ impl Scenario {
     /// Sets the usage a VM's guest reports (CPU, memory quantities): on its VMI (for pods created later)
     /// and on its active virt-launcher pod; migrations carry it to the target pod.
     pub async fn set_usage(&self, vm: &str, cpu: &str, memory: &str) -> anyhow::Result<()> {
-        let ann = json!({"metadata": {"annotations": {kv::USAGE_CPU: cpu, kv::USAGE_MEMORY: memory}}});
+        let ann = json!({"metadata": {"annotations": {kv::USAGE_CPU: cpu, kv::USAGE_MEMORY: memory,
+                                                     kv::KWOK_USAGE_CPU: cpu, kv::KWOK_USAGE_MEMORY: memory}}});
         self.vmis().patch(vm, &PatchParams::default(), &Patch::Merge(ann)).await?;
         let vmi = to_json(self.vmis().get(vm).await?);
         let active: Vec<String> =
@@ -722,6 +754,11 @@ pub async fn reset(client: &Client) -> anyhow::Result<()> {
     let ours = nss.list(&ListParams::default().labels(TEST_LABEL)).await?.items;
     for ns in &ours {
         let name = ns.name_any();
+        // VMs first: when the namespace's deletion removes a VMI under a VM that still wants to run,
+        // KubeVirt's VM controller tries to start it again, is refused (namespace terminating) and backs
+        // off for minutes before it drops its finalizer.
+        let vms: Api<DynamicObject> = Api::namespaced_with(client.clone(), &name, &vm_resource());
+        let _ = vms.delete_collection(&DeleteParams::default(), &ListParams::default()).await;
         let _ = nss.delete(&name, &DeleteParams::default()).await;
     }
     eventually("scenario namespaces gone", Duration::from_secs(120), || async {
@@ -733,6 +770,17 @@ pub async fn reset(client: &Client) -> anyhow::Result<()> {
                 if m.metadata.deletion_timestamp.is_some() || ns.metadata.deletion_timestamp.is_some() {
                     let patch = json!({"metadata": {"finalizers": null}});
                     let _ = vmims.patch(&m.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await;
+                }
+            }
+            // A VM whose VMI is gone keeps KubeVirt's VM controller finalizer until the controller's backoff
+            // (see above) lets it look again: cleanup, not under test.
+            let vms: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns.name_any(), &vm_resource());
+            let vmis: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns.name_any(), &vmi_resource());
+            let no_vmis = vmis.list(&ListParams::default()).await.is_ok_and(|l| l.items.is_empty());
+            for vm in vms.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default() {
+                if no_vmis && vm.metadata.deletion_timestamp.is_some() {
+                    let patch = json!({"metadata": {"finalizers": null}});
+                    let _ = vms.patch(&vm.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await;
                 }
             }
         }
