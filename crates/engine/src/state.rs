@@ -81,6 +81,8 @@ pub struct PoolState<'a> {
     /// Nodes each VM left in the last 24 hours and when: going back there soon is ping-pong (no turbulence).
     pub left_recently: Vec<Vec<(usize, u64)>>,
     slots: Slots,
+    /// Slots the migrations in flight hold (per source, per target), what [`Self::reset_slots`] starts from.
+    flight_slots: (Vec<u32>, Vec<u32>),
 }
 
 impl<'a> PoolState<'a> {
@@ -126,6 +128,7 @@ impl<'a> PoolState<'a> {
                 in_used[t] += 1;
             }
         }
+        let flight_slots = (out_used.clone(), in_used.clone());
         let pool_left = snap.pool.concurrency.per_pool.saturating_sub(snap.in_flight.len() as u32);
 
         let mut moves_today = vec![0u32; vms.len()];
@@ -208,6 +211,7 @@ impl<'a> PoolState<'a> {
             last_failure_at,
             left_recently,
             slots: Slots { pool_left, out_used, in_used },
+            flight_slots,
         };
         st.mem_use = st.vms.iter().map(|vm| mem_use(vm)).collect();
         for (v, o) in origin.iter().enumerate() {
@@ -423,14 +427,7 @@ impl<'a> PoolState<'a> {
     /// Gives back every slot taken by the plan so far (slots are then taken again in the plan's final order).
     pub fn reset_slots(&mut self) {
         let c = &self.snap.pool.concurrency;
-        let n = self.nodes.len();
-        let (mut out_used, mut in_used) = (vec![0u32; n], vec![0u32; n]);
-        for &(v, s) in &self.held_on_source {
-            out_used[s] += 1;
-            if let Some(t) = self.origin[v] {
-                in_used[t] += 1;
-            }
-        }
+        let (out_used, in_used) = self.flight_slots.clone();
         self.slots =
             Slots { pool_left: c.per_pool.saturating_sub(self.snap.in_flight.len() as u32), out_used, in_used };
     }

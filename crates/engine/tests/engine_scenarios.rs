@@ -448,3 +448,20 @@ fn one_node_beyond_the_band_in_a_large_pool_is_unloaded_and_only_it() {
     assert!(plan.moves.iter().all(|m| m.from == "n000"), "{:#?}", plan.moves);
     assert!(plan.moves.len() <= 2, "{:#?}", plan.moves);
 }
+
+/// A migration someone else started whose target is not known yet (not scheduled) holds its VM and its
+/// source's outbound slot, through the plan's ordering too (its slots are handed out again in plan order).
+#[test]
+fn an_unscheduled_migration_holds_its_source_slot() {
+    let mut nodes = four_nodes();
+    nodes[0].state = NodeState::EnteringMaintenance;
+    let vms = ["a", "b", "c"].iter().map(|v| Vm::test(v).on("n1")).collect();
+    let mut snap = Snapshot::test(nodes, vms);
+    snap.pool.concurrency.per_node_outbound = 2;
+    snap.in_flight = vec![kubedrs_engine::InFlight { vm: "a".into(), source: "n1".into(), target: String::new() }];
+    let plan = kubedrs_engine::plan(&snap).unwrap();
+    let started: Vec<&str> =
+        plan.moves.iter().filter(|m| !m.deferred && m.after.is_empty()).map(|m| m.vm.as_str()).collect();
+    assert_eq!(started.len(), 1, "one of n1's two outbound slots is taken: {:#?}", plan.moves);
+    assert!(plan.moves.iter().all(|m| m.vm != "a"), "a is migrating already: {:#?}", plan.moves);
+}

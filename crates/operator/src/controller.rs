@@ -106,7 +106,9 @@ pub async fn reconcile(pool: Arc<HostPool>, ctx: Arc<Context>) -> Result<Requeue
         ctx.metrics.record_plan(&name, &p.plan, p.in_flight, pass_secs);
         log_pass(&name, p, &report, pass_secs);
     }
-    lock(&ctx.memo).pools.insert(name.clone(), out.memo);
+    let mut memo = out.memo;
+    memo.record_refused(&report.refused, now.as_second());
+    lock(&ctx.memo).pools.insert(name.clone(), memo);
     if let Some(mut st) = out.status {
         st.last_pass_duration_seconds = out.planned.is_some().then_some((pass_secs * 1000.0).round() / 1000.0);
         status::patch(&Api::all(ctx.client.clone()), &name, &st).await.map_err(Error::Status)?;

@@ -30,6 +30,9 @@ pub struct Report {
     pub nodes_patched: usize,
     pub migrations_deleted: usize,
     pub failures: usize,
+    /// Migrations the API server refused to create (virt-api's webhook: a migration of the VMI in flight,
+    /// not live-migratable...): `(vm, from, to)`. The pass backs these VMs off as failed migrations.
+    pub refused: Vec<(String, String, String)>,
 }
 
 /// The migration object for a `CreateMigration` action.
@@ -147,6 +150,7 @@ pub async fn execute(
                     }
                     Err(e) => {
                         report.failures += 1;
+                        report.refused.push((format!("{namespace}/{vmi}"), from.clone(), to.clone()));
                         metrics.count_migration(pool, reason.as_str(), "refused");
                         tracing::warn!(%pool, vm = %format!("{namespace}/{vmi}"), error = %e, "migration refused");
                         events.push(EventSpec::new(

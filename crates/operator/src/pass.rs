@@ -34,7 +34,7 @@ use crate::maintenance::{self, MaintenancePolicy};
 use crate::migrations::{Ledger, MigrationRecord};
 use crate::observe::{Cluster, DemandWindow, Warning, observe_pools, pending_pods, pool_node_views};
 use crate::status::{self, Outcome, Planned};
-use kubedrs_engine::{Backoff, CpuBaselinePolicy, Gate, InFlight, NodeState, Plan, Snapshot};
+use kubedrs_engine::{Backoff, CpuBaselinePolicy, Gate, InFlight, NodeState, PastMove, Plan, Snapshot};
 
 /// Settings of the runtime that every pass applies (from `kubedrs run` flags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +67,21 @@ pub struct PoolMemo {
     pub recent: Vec<MigrationRecord>,
     /// Failed passes in a row (the retry backoff).
     pub failures: u32,
+    /// Migrations the API server refused to create in the last 24 h: the engine backs those VMs off as it
+    /// does after failed migrations (no retry storm against a webhook that says no).
+    pub refused: Vec<PastMove>,
+}
+
+impl PoolMemo {
+    /// Records what the executor could not create: the VM is not held as migrating any more, and it backs
+    /// off like a VM whose migration failed.
+    pub fn record_refused(&mut self, refused: &[(String, String, String)], now: i64) {
+        for (vm, from, to) in refused {
+            self.recent.retain(|r| &r.vm != vm);
+            let at = u64::try_from(now).unwrap_or(0);
+            self.refused.push(PastMove { vm: vm.clone(), from: from.clone(), to: to.clone(), at, succeeded: false });
+        }
+    }
 }
 
 /// How long a created migration is remembered while the reflector catches up.
@@ -185,10 +200,13 @@ pub fn pass(input: &PassInput<'_>) -> PassOutput {
     };
     snapshot.pool.failure_backoff = input.settings.backoff;
 
-    // 3. In flight.
+    // 3. In flight, and refusals (failed attempts for the engine's backoff).
     let mut ledger = Ledger::new(&name, input.cluster.migrations.iter().map(AsRef::as_ref));
     merge_recent(&mut ledger, &mut memo.recent, now);
     add_recent_in_flight(&mut snapshot, &memo.recent);
+    memo.refused.retain(|r| now - (r.at as i64) < 24 * 3600);
+    snapshot.history.extend(memo.refused.iter().filter(|r| snapshot.vms.iter().any(|v| v.name == r.vm)).cloned());
+    snapshot.history.sort_by(|a, b| (a.at, &a.vm).cmp(&(b.at, &b.vm)));
     let node_views = pool_node_views(input.cluster, &snapshot);
     lift_leaving_maintenance(&mut snapshot, &node_views);
 
@@ -556,6 +574,27 @@ mod tests {
         let later =
             run(&evacuation(|c| c.migrations = cluster.migrations.clone()), &PoolMemo::default(), settings, NOW + 51);
         assert_eq!(created(&later), vec!["shop/a", "shop/b"]);
+    }
+
+    /// virt-api refused the create (say, a migration of the VMI it knows of is in flight): the VM is not held
+    /// for a minute as if migrating, and it is not asked again at every pass but after the backoff.
+    #[test]
+    fn a_refused_migration_backs_the_vm_off_instead_of_being_retried_every_pass() {
+        let cluster = evacuation(|_| {});
+        let first = run(&cluster, &PoolMemo::default(), Settings::default(), NOW);
+        assert_eq!(created(&first), vec!["shop/a", "shop/b"]);
+        let mut memo = first.memo;
+        memo.record_refused(&[("shop/a".into(), "n1".into(), "n2".into())], NOW);
+        assert!(memo.recent.iter().all(|r| r.vm != "shop/a"), "a refused VM is not held as migrating");
+        let second = run(&cluster, &memo, Settings::default(), NOW + 2);
+        assert_eq!(created(&second), vec!["shop/c"], "a's slot is free again, a itself waits: {:?}", second.actions);
+        let plan = &second.planned.as_ref().unwrap().plan;
+        assert!(
+            plan.blocked.iter().any(|b| b.vm == "shop/a"
+                && matches!(b.reason, kubedrs_engine::BlockedReason::BackingOff { failures: 1, .. }))
+        );
+        let later = run(&cluster, &second.memo, Settings::default(), NOW + 301);
+        assert!(created(&later).contains(&"shop/a".to_string()), "{:?}", later.actions);
     }
 
     #[test]
