@@ -13,6 +13,10 @@
 pub const SETUP_SECS: f64 = 5.0;
 /// How long a load pattern is expected to last (VMware looks back 5-40 minutes; kubedrs takes the middle).
 pub const STABLE_SECS: f64 = 30.0 * 60.0;
+
+/// The windows demand is smoothed over, short and long: the max of the two moving averages rises within
+/// one default interval and forgets over the stable period. The operator and the simulator both use them.
+pub const DEMAND_WINDOWS_SECS: (u64, u64) = (300, STABLE_SECS as u64);
 /// Above this fraction of the bandwidth the dirty rate makes pre-copy too long to be worth it for balance.
 pub const MAX_DIRTY_FRACTION: f64 = 0.8;
 

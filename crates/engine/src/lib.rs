@@ -30,7 +30,7 @@ mod state;
 mod validate;
 
 pub use balance::{HEADROOM, PING_PONG_SECS, band, target_imbalance};
-pub use cost::migration_secs;
+pub use cost::{DEMAND_WINDOWS_SECS, migration_secs};
 pub use entitlement::{Claim, deliver, divvy};
 pub use gate::{Gate, Verdict};
 pub use model::*;

@@ -45,6 +45,12 @@ pub const PREFIX: &str = "kubedrs.io/";
     derive = "PartialEq",
     doc = "A pool of nodes balanced by kubedrs, the Distributed Resource Scheduler for KubeVirt: which nodes, \
            how far kubedrs may act on its own, how hard it balances, and the placement rules of its VMs.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "The last pass planned the pool (see the Ready condition's message)"
+    ),
     printcolumn(name = "Nodes", type_ = "integer", json_path = ".status.nodes", description = "Nodes in the pool"),
     printcolumn(name = "VMs", type_ = "integer", json_path = ".status.vms", description = "VMs in the pool"),
     printcolumn(

@@ -8,6 +8,7 @@
 pub mod actuate;
 pub mod controller;
 pub mod crd;
+pub mod demand;
 pub mod events;
 pub mod execute;
 pub mod fixtures;

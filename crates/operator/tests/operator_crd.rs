@@ -56,6 +56,7 @@ fn printer_columns_are_the_documented_ones() {
         .map(|c| (c["name"].as_str().unwrap().to_uppercase(), c["jsonPath"].as_str().unwrap().to_string()))
         .collect();
     let want = [
+        ("READY", ".status.conditions[?(@.type==\"Ready\")].status"),
         ("NODES", ".status.nodes"),
         ("VMS", ".status.vms"),
         ("IMBALANCE", ".status.imbalance"),
@@ -73,7 +74,21 @@ fn printer_columns_are_the_documented_ones() {
             continue;
         }
         let mut node = schema();
-        for part in path.trim_start_matches('.').split('.') {
+        // A filter (`conditions[?(@.type=="Ready")]`) holds a dot of its own: split around it.
+        let (head, filter, tail) = match (path.find("[?(@."), path.find(")]")) {
+            (Some(a), Some(b)) => (&path[..a], Some(&path[a + 5..b]), &path[b + 2..]),
+            _ => (path, None, ""),
+        };
+        for part in head.trim_start_matches('.').split('.') {
+            node = node["properties"][part].clone();
+            assert!(node.is_object(), "printer column {path}: no schema for {part}");
+        }
+        if let Some(filter) = filter {
+            let field = filter.split("==").next().unwrap();
+            node = node["items"].clone();
+            assert!(node["properties"][field].is_object(), "printer column {path}: the items have no {field}");
+        }
+        for part in tail.trim_start_matches('.').split('.').filter(|p| !p.is_empty()) {
             node = node["properties"][part].clone();
             assert!(node.is_object(), "printer column {path}: no schema for {part}");
         }

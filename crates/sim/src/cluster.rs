@@ -16,8 +16,8 @@ use std::collections::{HashMap, VecDeque};
 /// Moves older than this are dropped from the history given to the engine (its per-day limit looks back 24 h).
 const HISTORY_SECS: u64 = 86_400;
 /// Demand smoothing windows, as the operator does it: the max of a short and a long mean (rises fast, falls slowly).
-const SHORT_WINDOW_SECS: u64 = 300;
-const LONG_WINDOW_SECS: u64 = 1800;
+const SHORT_WINDOW_SECS: u64 = kubedrs_engine::DEMAND_WINDOWS_SECS.0;
+const LONG_WINDOW_SECS: u64 = kubedrs_engine::DEMAND_WINDOWS_SECS.1;
 
 #[derive(Debug, Clone)]
 pub struct SimNode {
