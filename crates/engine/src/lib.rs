@@ -95,7 +95,30 @@ pub fn plan(snapshot: &Snapshot) -> Result<Plan, InvalidSnapshot> {
     wants.extend(chosen.iter().map(|c| Want { vm: c.vm, from: c.from, to: c.to, reason: Reason::Balance }));
 
     // The order a cluster can carry out; what cannot be ordered stays where it is.
-    let ordered = order::sequence(&st, &wants);
+    let mut ordered = order::sequence(&st, &wants);
+    if !ordered.dropped.is_empty() {
+        // The balancing moves were chosen together: without the dropped ones, the kept ones may leave the pool
+        // worse than no balancing at all. Then none is kept.
+        let balancing: Vec<Want> = wants.iter().copied().filter(|w| w.reason == Reason::Balance).collect();
+        let kept: Vec<Want> = balancing.iter().copied().filter(|w| !ordered.dropped.contains(w)).collect();
+        let put = |st: &mut PoolState, ws: &[Want], back: bool| {
+            for w in ws {
+                st.remove(w.vm);
+                st.place(w.vm, if back { w.from } else { w.to });
+            }
+        };
+        put(&mut st, &ordered.dropped, true);
+        let with_kept = st.imbalance();
+        put(&mut st, &kept, true);
+        let with_none = st.imbalance();
+        put(&mut st, &kept, false);
+        put(&mut st, &ordered.dropped, false);
+        if !kept.is_empty() && with_kept > with_none + 1e-12 {
+            wants.retain(|w| w.reason != Reason::Balance);
+            ordered = order::sequence(&st, &wants);
+            ordered.dropped = balancing;
+        }
+    }
     for w in ordered.dropped.iter().chain(ordered.cycles.iter().flatten()).chain(ordered.stuck.iter().map(|s| &s.0)) {
         st.remove(w.vm);
         st.place(w.vm, w.from);

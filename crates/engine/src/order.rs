@@ -300,12 +300,65 @@ pub fn mandatory_wants(st: &PoolState) -> Vec<Want> {
     order.into_iter().map(|(reason, _, vm, from, to)| Want { vm, from, to, reason }).collect()
 }
 
+/// Orderings tried after the first one leaves mandatory moves in a cycle or stuck.
+const REORDER_TRIES: usize = 4;
+
 /// Orders `wants` (in the planner's order of priority).
+///
+/// Taking each move as soon as it fits is greedy: a move that fits early may take the room another move needs
+/// to make room in turn (an evacuee fills the node a VM moved out of the way must go to first, and the two
+/// moves into the node that VM leaves wait for it forever). When mandatory moves are left in a cycle or
+/// stuck (or a balancing move took the room one needed), the ordering is tried again with every mandatory move
+/// before any balancing move, and the moves that failed last time in front, a bounded number of times; the
+/// first ordering that carries out every mandatory move is kept, and if none does, the first one.
 pub fn sequence(st: &PoolState, wants: &[Want]) -> Ordered {
+    let first = sequence_once(st, wants, false);
+    let failed =
+        |o: &Ordered| -> Vec<Want> { o.cycles.iter().flatten().copied().chain(o.stuck.iter().map(|s| s.0)).collect() };
+    let mut last = failed(&first);
+    if last.is_empty() {
+        return first;
+    }
+    // Mandatory moves first (the same orderings as the make-room search tried on them alone), each time
+    // with the moves that failed last in front. Without balancing moves, the first of these is `first`.
+    let has_balance = wants.iter().any(|w| w.reason == Reason::Balance);
+    let mut order: Vec<Want> = wants.to_vec();
+    let mut front: Vec<Want> = Vec::new();
+    for k in 0..=REORDER_TRIES {
+        if k > 0 || has_balance {
+            let o = sequence_once(st, &order, true);
+            last = failed(&o);
+            if last.is_empty() {
+                return o;
+            }
+        }
+        // The moves that failed last, then those promoted before, then the rest in the planner's order.
+        let mut promoted: Vec<Want> = last.clone();
+        promoted.extend(front.iter().copied().filter(|w| !last.contains(w)));
+        if promoted == front {
+            break;
+        }
+        front = promoted;
+        order = front.iter().copied().chain(wants.iter().copied().filter(|w| !front.contains(w))).collect();
+    }
+    first
+}
+
+/// One ordering of `wants`, taken in the order given. With `mandatory_first`, balancing moves are taken only
+/// once every mandatory move is ordered (or reported), so that none of them takes room a mandatory move needs:
+/// the mandatory moves are then ordered exactly as they would be alone.
+fn sequence_once(st: &PoolState, wants: &[Want], mandatory_first: bool) -> Ordered {
     let mut sq = Sequencer::new(st);
     let mut pending: Vec<Pending> = wants.iter().map(|&w| Pending { want: w, prev: None, final_to: w.to }).collect();
+    let mut later: Vec<Pending> = Vec::new();
+    if mandatory_first {
+        (later, pending) = pending.into_iter().partition(|p| p.want.reason == Reason::Balance);
+    }
     let mut out = Ordered::default();
-    while !pending.is_empty() {
+    while !pending.is_empty() || !later.is_empty() {
+        if pending.is_empty() {
+            pending = std::mem::take(&mut later);
+        }
         // Take every move that fits, in order, until none does.
         let mut progress = true;
         while progress {
