@@ -5,6 +5,7 @@
 //!
 //! - [`crd`]: the `HostPool` resource, its status and the validation the schema cannot do.
 
+pub mod action;
 pub mod actuate;
 pub mod controller;
 pub mod crd;
