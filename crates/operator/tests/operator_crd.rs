@@ -17,7 +17,7 @@ fn committed_crds_match_the_code() {
     let generated = crds_yaml().unwrap();
     for path in ["crds/hostpool.yaml", "charts/kubedrs/crds/hostpool.yaml"] {
         let committed = repo_file(path);
-        assert!(committed == generated, "{path} is out of date with crates/operator/src/crd.rs: {REGENERATE}");
+        assert!(committed == generated, "{path} is out of date with crates/operator/src/crd/: {REGENERATE}");
     }
 }
 
