@@ -13,7 +13,7 @@
 //! 1,000 nodes moves its VMs as often as a pool of 20 does under the same load (see docs/algorithm.md, "When to stop").
 
 use super::cost;
-use super::model::VmAutomation;
+use super::model::{Resource, VmAutomation};
 use super::plan::Reason;
 use super::state::PoolState;
 use std::cmp::Ordering;
@@ -70,7 +70,7 @@ pub struct Chosen {
     pub load_from: f64,
     pub load_to: f64,
     /// For a move off a short node: the resource (0 CPU, 1 memory) above capacity and its ratio.
-    pub relieves: Option<(usize, f64)>,
+    pub relieves: Option<(Resource, f64)>,
 }
 
 struct Candidate {
@@ -224,7 +224,10 @@ fn shortest(st: &PoolState) -> Option<(usize, f64)> {
 /// No cost-benefit test: the short node's VMs lack resources now.
 fn relief_move(st: &PoolState) -> Option<Candidate> {
     let excess = |h: usize, less: [f64; 2]| {
-        (0..2).map(|r| st.ratio(h, r) - less[r] / st.cap[h][r] - HEADROOM).fold(0.0, f64::max)
+        Resource::ALL
+            .map(|r| st.ratio(h, r) - less[r.index()] / st.cap[h][r.index()] - HEADROOM)
+            .into_iter()
+            .fold(0.0, f64::max)
     };
     let mut hot: Vec<(usize, f64)> = (0..st.nodes.len())
         .filter(|&h| st.counted[h] && st.short(h).is_some())
@@ -250,7 +253,9 @@ fn relief_move(st: &PoolState) -> Option<Candidate> {
             }
             let manual = vm.automation == VmAutomation::Manual;
             for &t in &targets {
-                let stays_cool = (0..2).all(|r| st.ratio(t, r) + st.ent[v][r] / st.cap[t][r] <= HEADROOM);
+                let stays_cool = Resource::ALL
+                    .into_iter()
+                    .all(|r| st.ratio(t, r) + st.ent[v][r.index()] / st.cap[t][r.index()] <= HEADROOM);
                 if !stays_cool || !target_ok(st, v, s, t, manual) {
                     continue;
                 }
@@ -378,7 +383,7 @@ fn shortfall(st: &PoolState, h: usize, ent: [f64; 2]) -> f64 {
 /// room on the short resource, 8 VMs on each side. Returns (the move off the short node, the move back).
 fn swap_move(st: &mut PoolState) -> Option<(Candidate, Candidate)> {
     let bw = st.snap.pool.migration_bandwidth_bytes_per_sec;
-    let mut hot: Vec<(usize, usize, f64)> = (0..st.nodes.len())
+    let mut hot: Vec<(usize, Resource, f64)> = (0..st.nodes.len())
         .filter(|&h| st.counted[h])
         .filter_map(|h| st.short(h).map(|(r, ratio)| (h, r, ratio)))
         .collect();
@@ -394,11 +399,11 @@ fn swap_move(st: &mut PoolState) -> Option<(Candidate, Candidate)> {
         targets.sort_by(|&a, &b| st.ratio(a, r).total_cmp(&st.ratio(b, r)).then(a.cmp(&b)));
         targets.truncate(SWAP_NODES);
         let mut mine: Vec<usize> = st.node_vms[s].iter().copied().filter(|&v| usable(st, v)).collect();
-        mine.sort_by(|&a, &b| st.ent[b][r].total_cmp(&st.ent[a][r]).then(a.cmp(&b)));
+        mine.sort_by(|&a, &b| st.ent[b][r.index()].total_cmp(&st.ent[a][r.index()]).then(a.cmp(&b)));
         mine.truncate(SWAP_VMS);
         for t in targets {
             let mut theirs: Vec<usize> = st.node_vms[t].iter().copied().filter(|&v| usable(st, v)).collect();
-            theirs.sort_by(|&a, &b| st.ent[a][r].total_cmp(&st.ent[b][r]).then(a.cmp(&b)));
+            theirs.sort_by(|&a, &b| st.ent[a][r.index()].total_cmp(&st.ent[b][r.index()]).then(a.cmp(&b)));
             theirs.truncate(SWAP_VMS);
             let before = shortfall(st, s, st.node_ent[s]) + shortfall(st, t, st.node_ent[t]);
             for &a in &mine {
@@ -407,8 +412,8 @@ fn swap_move(st: &mut PoolState) -> Option<(Candidate, Candidate)> {
                     let et = [0, 1].map(|k| st.node_ent[t][k] - st.ent[b][k] + st.ent[a][k]);
                     let after = shortfall(st, s, es) + shortfall(st, t, et);
                     let newly_short = (0..2).any(|k| {
-                        (es[k] > st.cap[s][k] && st.ratio(s, k) <= 1.0)
-                            || (et[k] > st.cap[t][k] && st.ratio(t, k) <= 1.0)
+                        (es[k] > st.cap[s][k] && st.ratio(s, Resource::ALL[k]) <= 1.0)
+                            || (et[k] > st.cap[t][k] && st.ratio(t, Resource::ALL[k]) <= 1.0)
                     });
                     if after >= before - 1e-9 || newly_short {
                         continue;

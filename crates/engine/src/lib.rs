@@ -173,8 +173,8 @@ pub fn plan(snapshot: &Snapshot) -> Result<Plan, InvalidSnapshot> {
     let loads = (0..st.nodes.len())
         .map(|h| NodeLoad {
             node: st.nodes[h].name.clone(),
-            cpu: st.ratio(h, 0),
-            memory: st.ratio(h, 1),
+            cpu: st.ratio(h, Resource::Cpu),
+            memory: st.ratio(h, Resource::Memory),
             combined: st.load(h),
             vms: st.node_vms[h].len(),
             counted: st.counted[h],
@@ -254,7 +254,10 @@ fn balance_why(st: &PoolState, c: &balance::Chosen) -> String {
              (relief down to {:.0}%); lowers the imbalance by {:.4}",
             st.nodes[c.from].name,
             ratio * 100.0,
-            if r == 0 { "CPU" } else { "memory" },
+            match r {
+                Resource::Cpu => "CPU",
+                Resource::Memory => "memory",
+            },
             st.nodes[c.to].name,
             c.load_to * 100.0,
             balance::HEADROOM * 100.0,

@@ -445,14 +445,18 @@ impl<'a> PoolState<'a> {
 
     /// Entitlement over capacity of one resource on a node (above 1: the node cannot give its VMs what
     /// they are entitled to).
-    pub fn ratio(&self, h: usize, r: usize) -> f64 {
-        self.node_ent[h][r] / self.cap[h][r]
+    pub fn ratio(&self, h: usize, r: Resource) -> f64 {
+        self.node_ent[h][r.index()] / self.cap[h][r.index()]
     }
 
-    /// The resource (0 CPU, 1 memory) node `h` is short of, i.e. whose entitlement is above its capacity, and
-    /// that ratio; the larger one when it is short of both.
-    pub fn short(&self, h: usize) -> Option<(usize, f64)> {
-        (0..2).map(|r| (r, self.ratio(h, r))).filter(|&(_, ratio)| ratio > 1.0).max_by(|a, b| a.1.total_cmp(&b.1))
+    /// The resource node `h` is short of, i.e. whose entitlement is above its capacity, and that ratio; the
+    /// larger one when it is short of both.
+    pub fn short(&self, h: usize) -> Option<(Resource, f64)> {
+        Resource::ALL
+            .into_iter()
+            .map(|r| (r, self.ratio(h, r)))
+            .filter(|&(_, ratio)| ratio > 1.0)
+            .max_by(|a, b| a.1.total_cmp(&b.1))
     }
 
     /// Seconds since the VM last left node `h`, if it did in the last 24 hours.
