@@ -97,7 +97,7 @@ pub async fn reconcile(pool: Arc<HostPool>, ctx: Arc<Context>) -> Result<Requeue
     let warnings = lock(&ctx.memo).warnings.filter("observe-warnings", out.warnings);
     let mut actions = out.actions;
     actions.extend(warnings.into_iter().map(Action::Event));
-    let report = execute(&ctx.client, &ctx.recorder, &ctx.inventory, &ctx.metrics, &name, actions).await;
+    let report = execute(&ctx.client, &ctx.recorder, &ctx.inventory, &name, actions).await;
     for (reason, result) in &out.counts {
         ctx.metrics.count_migration(&name, reason, result);
     }

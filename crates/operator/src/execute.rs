@@ -17,7 +17,6 @@ use crate::events::publish;
 use crate::inventory::Inventory;
 use crate::kubevirt::VirtualMachineInstanceMigration;
 use crate::status::FIELD_MANAGER;
-use crate::telemetry::Metrics;
 
 /// Annotation on the migrations kubedrs creates: why, in words (the plan's `why`).
 pub const WHY: &str = "kubedrs.io/why";
@@ -82,12 +81,11 @@ pub fn node_patch(
     p
 }
 
-/// Applies `actions` (Events already filtered by the memo). `pool` labels metrics.
+/// Applies `actions` (Events already filtered by the memo); `pool` names the pool in logs.
 pub async fn execute(
     client: &Client,
     recorder: &Recorder,
     inv: &Inventory,
-    metrics: &Metrics,
     pool: &str,
     actions: Vec<Action>,
 ) -> Report {
@@ -150,8 +148,8 @@ pub async fn execute(
                     }
                     Err(e) => {
                         report.failures += 1;
+                        // Not a migration (none exists): an Event and the engine's backoff, no count.
                         report.refused.push((format!("{namespace}/{vmi}"), from.clone(), to.clone()));
-                        metrics.count_migration(pool, reason.as_str(), "refused");
                         tracing::warn!(%pool, vm = %format!("{namespace}/{vmi}"), error = %e, "migration refused");
                         events.push(EventSpec::new(
                             Target::Vmi { namespace: namespace.clone(), name: vmi.clone() },

@@ -304,6 +304,19 @@ pub fn observe_pools(cluster: &Cluster, demand: &DemandWindow, now: u64, only: O
             }
         }
     }
+    // A VMI KubeVirt is evacuating (a drain's eviction set `status.evacuationNodeName`) gets its migration
+    // from KubeVirt's evacuation controller, maybe before the cache shows it: it counts as in flight now, so
+    // kubedrs never asks for a second migration that virt-api would refuse.
+    for vmi in &cluster.vmis {
+        let evacuating =
+            vmi.status.as_ref().and_then(|s| s.evacuation_node_name.as_deref()).is_some_and(|n| !n.is_empty());
+        let key = vmi.key();
+        let (Some(&pool), Some(node)) = (pool_of_vm.get(&key), vmi.node_name()) else { continue };
+        let list = in_flight_of.entry(pool).or_default();
+        if evacuating && pool_of_node(node) == Some(pool) && list.iter().all(|m| m.vm != key) {
+            list.push(InFlight { vm: key, source: node.to_string(), target: String::new() });
+        }
+    }
 
     // Assemble, in a stable order.
     let mut out = Vec::new();

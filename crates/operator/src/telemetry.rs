@@ -8,8 +8,9 @@
 //!   pass's moves);
 //! - `kubedrs_pool_target_imbalance{pool}`;
 //! - `kubedrs_node_entitlement_ratio{pool,node,resource}`: `cpu`, `memory` and `combined`, after the plan;
-//! - `kubedrs_migrations_total{pool,reason,result}`: `result` is `succeeded`, `failed` (KubeVirt's phase)
-//!   or `refused` (the API server refused to create it);
+//! - `kubedrs_migrations_total{pool,reason,result}`: `result` is `succeeded` or `failed` (KubeVirt's phase)
+//!   of the migrations kubedrs created (a create the API server refused is no migration: it gets a
+//!   `MigrationRefused` Event and the engine's backoff);
 //! - `kubedrs_migrations_in_flight{pool}`;
 //! - `kubedrs_pass_duration_seconds{pool}` (histogram);
 //! - also `kubedrs_pass_errors_total{pool,step}` and `kubedrs_leader` (1 on the replica that acts).

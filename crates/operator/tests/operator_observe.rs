@@ -456,3 +456,14 @@ fn observing_one_pool_gives_that_pool_as_observing_all_does() {
     assert!(all.warnings.iter().any(|w| w.name == "y"), "{:?}", all.warnings);
     assert!(one.warnings.iter().all(|w| w.name != "y"), "{:?}", one.warnings);
 }
+
+/// A drain's eviction marks the VMI (`status.evacuationNodeName`) before KubeVirt's evacuation controller
+/// creates its migration: kubedrs counts it as migrating already, so it never asks for a second one (virt-api
+/// would refuse it: "in-flight migration detected").
+#[test]
+fn a_vmi_kubevirt_is_evacuating_counts_as_in_flight() {
+    let mut v = vmi("ns/draining").on("n1").cpus(1).memory("1Gi").build();
+    v.status.get_or_insert_default().evacuation_node_name = Some("n1".into());
+    let s = prod().vmi(v).vmi(vmi("ns/calm").on("n1").cpus(1).memory("1Gi").build()).snapshot("prod");
+    assert_eq!(s.in_flight, [InFlight { vm: "ns/draining".into(), source: "n1".into(), target: String::new() }]);
+}

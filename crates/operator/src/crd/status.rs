@@ -157,7 +157,7 @@ pub struct ActiveMigration {
 pub struct MigrationTotal {
     /// `balance`, `maintenance`, `rule` or `placement`.
     pub reason: String,
-    /// `succeeded`, `failed` or `refused` (the API server refused to create the migration).
+    /// `succeeded` or `failed`.
     pub result: String,
     /// How many.
     pub count: u64,
