@@ -455,3 +455,19 @@ impl MigrationBuilder {
         self.0
     }
 }
+
+/// Pool `prod` of two 16-core nodes; n1 is in maintenance and runs `shop/a` (1 vCPU, 1Gi) with its launcher.
+pub fn one_vm_leaving_n1() -> crate::observe::Cluster {
+    use std::sync::Arc;
+    let a = vmi("shop/a").on("n1").cpus(1).memory("1Gi").build();
+    crate::observe::Cluster {
+        pools: vec![Arc::new(pool("prod").selects(keys::POOL, "prod").build())],
+        nodes: vec![
+            Arc::new(node("n1").cpu("16").memory("64Gi").in_pool("prod").maintenance().build()),
+            Arc::new(node("n2").cpu("16").memory("64Gi").in_pool("prod").build()),
+        ],
+        pods: vec![Arc::new(launcher(&a).build())],
+        vmis: vec![Arc::new(a)],
+        ..Default::default()
+    }
+}

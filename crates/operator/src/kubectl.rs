@@ -343,9 +343,8 @@ pub fn explain_text(pool: &str, v: &kubedrs_engine::Vm, p: &crate::pass::PassSum
 mod tests {
     use super::*;
     use crate::fixtures::*;
-    use crate::observe::{Cluster, DemandWindow};
+    use crate::observe::DemandWindow;
     use clap::Parser;
-    use std::sync::Arc;
 
     #[test]
     fn the_plugin_reads_kubectl_style_arguments() {
@@ -362,17 +361,7 @@ mod tests {
 
     #[test]
     fn explain_says_why_a_vm_moves_and_when() {
-        let a = vmi("shop/a").on("n1").cpus(1).memory("1Gi").build();
-        let cluster = Cluster {
-            pools: vec![Arc::new(pool("prod").selects(keys::POOL, "prod").build())],
-            nodes: vec![
-                Arc::new(node("n1").cpu("16").memory("64Gi").in_pool("prod").maintenance().build()),
-                Arc::new(node("n2").cpu("16").memory("64Gi").in_pool("prod").build()),
-            ],
-            pods: vec![Arc::new(launcher(&a).build())],
-            vmis: vec![Arc::new(a)],
-            ..Cluster::default()
-        };
+        let cluster = one_vm_leaving_n1();
         let out = plan_cli::dry_run(&cluster.pools[0], &cluster, &DemandWindow::default(), 1000).unwrap();
         let p = out.planned.unwrap();
         let text = explain_text("prod", &p.snapshot.vms[0], &p);

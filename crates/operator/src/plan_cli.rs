@@ -316,30 +316,11 @@ pub fn format_pool(name: &str, planned: Result<&PassSummary, String>) -> String 
 mod tests {
     use super::*;
     use crate::fixtures::*;
-    use crate::keys;
 
     #[test]
     fn a_maintenance_move_reads_as_a_table_row() {
-        let a = vmi("shop/a").on("n1").cpus(1).memory("1Gi").build();
-        let cluster = Cluster {
-            pools: vec![Arc::new(pool("prod").selects(keys::POOL, "prod").build())],
-            nodes: vec![
-                Arc::new(node("n1").cpu("16").memory("64Gi").in_pool("prod").maintenance().build()),
-                Arc::new(node("n2").cpu("16").memory("64Gi").in_pool("prod").build()),
-            ],
-            pods: vec![Arc::new(launcher(&a).build())],
-            vmis: vec![Arc::new(a)],
-            ..Cluster::default()
-        };
-        let out = pass(&PassInput {
-            pool: &cluster.pools[0],
-            cluster: &cluster,
-            demand: &DemandWindow::default(),
-            settings: Settings { dry_run: true, ..Settings::default() },
-            memo: &PoolMemo::default(),
-            totals: &[],
-            now: k8s_openapi::jiff::Timestamp::from_second(1000).unwrap(),
-        });
+        let cluster = one_vm_leaving_n1();
+        let out = dry_run(&cluster.pools[0], &cluster, &DemandWindow::default(), 1000).unwrap();
         let text = format_pool("prod", Ok(out.planned.as_ref().unwrap()));
         assert!(text.contains("VM       FROM   TO   REASON        NOW"), "{text}");
         assert!(
