@@ -136,14 +136,15 @@ pub fn balance(st: &mut PoolState) -> (Vec<Chosen>, String) {
         // source is the expensive part of a pass, and a swap rarely opens a single move).
         let single = if singles_exhausted { None } else { hot.and_then(|_| relief_move(st)).or_else(|| best_move(st)) };
         singles_exhausted |= single.is_none();
-        // Look-ahead: when no single move helps a short node, a swap of two VMs may (one node short of
-        // CPU, the other of memory).
-        if single.is_none()
-            && hot.is_some()
-            && chosen.len() + 2 <= cap
-            && let Some((a, b)) = swap_move(st)
-        {
-            for c in [b, a] {
+        // Look-ahead: when no single move helps, two may. A swap of two VMs for a short node (one node short
+        // of CPU, the other of memory); else a chain: a VM leaves a node so that a VM of a hotter node fits.
+        let pair = if single.is_none() && chosen.len() + 2 <= cap {
+            hot.and_then(|_| swap_move(st)).map(|(a, b)| (b, a)).or_else(|| chain_move(st))
+        } else {
+            None
+        };
+        if let Some((first, second)) = pair {
+            for c in [first, second] {
                 let (load_from, load_to) = (st.load(c.from), st.load(c.to));
                 let relieves = st.short(c.from);
                 let imbalance_before = st.imbalance();
@@ -472,6 +473,120 @@ fn swap_allowed(st: &mut PoolState, a: usize, s: usize, b: usize, t: usize) -> b
         st.remove(a);
     }
     st.place(a, s);
+    st.place(b, t);
+    ok
+}
+
+/// Nodes and VMs per node a chain considers: the most loaded sources (as single moves do), and as the node
+/// that takes the second move and the node the first move goes to, the least loaded ones.
+const CHAIN_NODES: usize = 16;
+const CHAIN_VMS: usize = 8;
+
+/// The best chain of two balancing moves where no single move qualifies: `b` leaves node `t` for node `u`,
+/// then `a` leaves a hotter node `s` for `t` (where it did not fit, or did not pay, before `b` left). Together
+/// the two must close gaps wider than the band plus the load they move, lower the imbalance, keep every node
+/// within its capacity and repay both migrations (the cost-benefit test on the second move's gap). The
+/// biggest drop wins, then the cheaper pair, then by index. Bounded: 8 sources, 8 VMs on each node, 16 nodes
+/// for `t` and for `u`. Returns (the first move, the second).
+fn chain_move(st: &mut PoolState) -> Option<(Candidate, Candidate)> {
+    let pool = &st.snap.pool;
+    let (bw, band, risk) = (
+        pool.migration_bandwidth_bytes_per_sec,
+        band(pool.migration_threshold),
+        cost::risk_factor(pool.migration_threshold),
+    );
+    let usable =
+        |st: &PoolState, v: usize| st.balance_candidate(v) && cost::converges(st.vms[v].dirty_rate_bytes_per_sec, bw);
+    let loads: Vec<f64> = (0..st.nodes.len()).map(|h| st.load(h)).collect();
+    let mut sources: Vec<usize> =
+        (0..st.nodes.len()).filter(|&h| st.counted[h] && !st.node_vms[h].is_empty()).collect();
+    sources.sort_by(|&a, &b| loads[b].total_cmp(&loads[a]).then(a.cmp(&b)));
+    sources.truncate(FIRST_SOURCES);
+    let mut cool: Vec<usize> =
+        (0..st.nodes.len()).filter(|&h| st.counted[h] && st.nodes[h].state.accepts_vms()).collect();
+    cool.sort_by(|&a, &b| loads[a].total_cmp(&loads[b]).then(a.cmp(&b)));
+    cool.truncate(CHAIN_NODES);
+    let biggest = |st: &PoolState, h: usize| -> Vec<usize> {
+        let mut vs: Vec<usize> = st.node_vms[h].iter().copied().filter(|&v| usable(st, v)).collect();
+        vs.sort_by(|&x, &y| st.vm_load_on(y, h).total_cmp(&st.vm_load_on(x, h)).then(x.cmp(&y)));
+        vs.truncate(CHAIN_VMS);
+        vs
+    };
+    let ent_fits = |st: &PoolState, h: usize, add: [f64; 2], less: [f64; 2]| {
+        (0..2).all(|k| st.node_ent[h][k] + add[k] - less[k] <= st.cap[h][k] * (1.0 + 1e-9))
+    };
+    let ssd = st.ssd();
+    // (gain on the grid, cost on the grid (negated), a, s, t, b, u)
+    let mut best: Option<(i64, i64, usize, usize, usize, usize, usize)> = None;
+    for &s in &sources {
+        let mine = biggest(st, s);
+        for &t in cool.iter().filter(|&&t| t != s && loads[t] < loads[s]) {
+            let theirs = biggest(st, t);
+            for &a in &mine {
+                let (a_out, a_in) = (st.vm_load_on(a, s), st.vm_load_on(a, t));
+                for &b in &theirs {
+                    let b_out = st.vm_load_on(b, t);
+                    // a must fit on t once b has left (entitlement; requests are checked below).
+                    if !ent_fits(st, t, st.ent[a], st.ent[b]) {
+                        continue;
+                    }
+                    // The second move closes a gap wider than the band plus what it moves, and repays both.
+                    let gap = loads[s] - (loads[t] - b_out);
+                    let moved_a = (a_out + a_in) / 2.0;
+                    if gap - moved_a < band {
+                        continue;
+                    }
+                    let secs = secs_of(st, a) + secs_of(st, b);
+                    if cost::benefit_secs(gap, moved_a) < risk * secs {
+                        continue;
+                    }
+                    for &u in cool.iter().filter(|&&u| u != s && u != t) {
+                        let b_in = st.vm_load_on(b, u);
+                        if !ent_fits(st, u, st.ent[b], [0.0; 2]) {
+                            continue;
+                        }
+                        let gain = ssd - st.ssd_after(&[(s, -a_out), (t, a_in - b_out), (u, b_in)]);
+                        let moved = moved_a + (b_out + b_in) / 2.0;
+                        if gain < 2.0 * moved * band {
+                            continue;
+                        }
+                        let key = (grid(gain / 1e3), -grid(secs / 1e9), a, s, t, b, u);
+                        let better =
+                            best.is_none_or(|k| (key.0, key.1).cmp(&(k.0, k.1)).then(k.2.cmp(&a)) == Ordering::Greater);
+                        if better && chain_allowed(st, (a, s, t), (b, t, u)) {
+                            best = Some(key);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let (gain, _, a, s, t, b, u) = best?;
+    let score = gain as f64 / 1e9;
+    Some((
+        Candidate { score, vm: b, from: t, to: u, secs: secs_of(st, b) },
+        Candidate { score, vm: a, from: s, to: t, secs: secs_of(st, a) },
+    ))
+}
+
+/// Can `b` go from `t` to `u` now, and then `a` from `s` to `t`: rules, CPU models, requests and memory,
+/// entitlement within capacity, no ping-pong, slots for both?
+fn chain_allowed(st: &mut PoolState, (a, s, t): (usize, usize, usize), (b, _, u): (usize, usize, usize)) -> bool {
+    let manual = |v: usize| st.vms[v].automation == VmAutomation::Manual;
+    let slots: Vec<(usize, usize)> =
+        [(b, t, u), (a, s, t)].into_iter().filter(|&(v, _, _)| !manual(v)).map(|(_, from, to)| (from, to)).collect();
+    let back = |v: usize, h: usize| st.since_left(v, h).is_some_and(|secs| secs < PING_PONG_SECS);
+    if !st.slots_free_for(&slots) || back(a, t) || back(b, u) {
+        return false;
+    }
+    let first = st.allowed(b, u, false) && st.reservation_fits(b, u) && st.entitlement_fits(b, u);
+    if !first {
+        return false;
+    }
+    st.remove(b);
+    st.place(b, u);
+    let ok = st.allowed(a, t, false) && st.reservation_fits(a, t) && st.entitlement_fits(a, t);
+    st.remove(b);
     st.place(b, t);
     ok
 }

@@ -32,7 +32,7 @@ mod validate;
 pub use balance::{HEADROOM, PING_PONG_SECS, band, target_imbalance};
 pub use cost::{DEMAND_WINDOWS_SECS, migration_secs};
 pub use entitlement::{Claim, deliver, divvy};
-pub use gate::{Gate, Verdict};
+pub use gate::{Gate, Room, Verdict};
 pub use model::*;
 pub use plan::*;
 
@@ -167,6 +167,44 @@ pub fn plan(snapshot: &Snapshot) -> Result<Plan, InvalidSnapshot> {
                 stays.join(", ")
             ),
         });
+    }
+
+    // New VMs wait for the moves that make room for them; one whose room could not be made is not placed.
+    for (v, deps) in &ordered.placements {
+        let name = &st.vms[*v].name;
+        let Some(i) = found.placements.iter().position(|p| &p.vm == name) else { continue };
+        match deps {
+            Ok(deps) => {
+                let p = &mut found.placements[i];
+                p.after = deps.iter().map(|&d| st.vms[ordered.steps[d].vm].name.clone()).collect();
+                p.waits = deps
+                    .iter()
+                    .map(|&d| {
+                        let s = &ordered.steps[d];
+                        format!("after {} leaves {}", st.vms[s.vm].name, st.nodes[s.from].name)
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+            }
+            Err(stays) => {
+                let p = found.placements.remove(i);
+                let stays: Vec<&str> = stays.iter().take(4).map(|&u| st.vms[u].name.as_str()).collect();
+                st.remove(*v);
+                st.reason[*v] = None;
+                found.blocked.push(Blocked {
+                    vm: p.vm,
+                    node: None,
+                    wanted: Reason::Placement,
+                    reason: BlockedReason::NoCapacity,
+                    why: format!(
+                        "{}: {} has no room for it while {} stay",
+                        mandatory::wanted_words(Reason::Placement),
+                        p.node,
+                        stays.join(", ")
+                    ),
+                });
+            }
+        }
     }
 
     let moves = assemble(&mut st, &ordered.steps, &chosen);

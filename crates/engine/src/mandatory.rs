@@ -52,6 +52,8 @@ impl Findings {
                                 "best balance among the nodes where its reservation fits (load after {:.0}%)",
                                 st.load(h) * 100.0
                             ),
+                            after: Vec::new(),
+                            waits: String::new(),
                         });
                     }
                 }

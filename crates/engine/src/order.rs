@@ -57,7 +57,14 @@ pub struct Ordered {
     pub stuck: Vec<(Want, Vec<usize>)>,
     /// Balancing moves given up.
     pub dropped: Vec<Want>,
+    /// New VMs the plan places, each with the steps its node must see finished before the VM is bound there
+    /// (`Ok`: departures that make room for it), or the VMs that stay on the node and leave it no room
+    /// (`Err`: a move that would have made room could not be ordered).
+    pub placements: Vec<(usize, PlacementDeps)>,
 }
+
+/// The steps a new VM's placement waits for, or the VMs that stay on its node and leave it no room.
+pub type PlacementDeps = Result<Vec<usize>, Vec<usize>>;
 
 /// A VM counted on a node: there now, or sent there by a step; `left_by` is the step that takes it away.
 #[derive(Debug, Clone, Copy)]
@@ -131,7 +138,8 @@ impl<'s, 'a> Sequencer<'s, 'a> {
         if let Some(p) = prev {
             add(p, &mut deps, &mut anc);
         }
-        let gone = |o: &Occupant, anc: &BTreeSet<usize>| o.left_by.is_some_and(|s| anc.contains(&s));
+        // A VM never waits for itself (a new VM is counted on its node from the start).
+        let gone = |o: &Occupant, anc: &BTreeSet<usize>| o.vm == v || o.left_by.is_some_and(|s| anc.contains(&s));
         // An anti-affine VM on the target must have left.
         for o in &self.occ[to] {
             if self.anti_affine(v, o.vm) && !gone(o, &anc) {
@@ -406,6 +414,16 @@ fn sequence_once(st: &PoolState, wants: &[Want], mandatory_first: bool) -> Order
                     sq.occ[p.want.to].iter().filter(|o| o.left_by.is_none()).map(|o| o.vm).collect();
                 out.stuck.push((p.want, stays));
             }
+        }
+    }
+    // New VMs are bound only once their node has room: after the departures they need (a VM moved out of the
+    // way for them). Every move into their node was charged with them from the start.
+    for v in 0..st.vms.len() {
+        if let (None, Some(h)) = (st.origin[v], st.pos[v]) {
+            let deps = sq
+                .deps_for(v, h, None)
+                .ok_or_else(|| sq.occ[h].iter().filter(|o| o.left_by.is_none() && o.vm != v).map(|o| o.vm).collect());
+            out.placements.push((v, deps));
         }
     }
     out.steps = sq.steps;

@@ -74,6 +74,14 @@ pub struct Placement {
     pub vm: String,
     pub node: String,
     pub why: String,
+    /// The moves this placement waits for, by VM name: its node has room for the VM only once every move of
+    /// these VMs in [`Plan::moves`] has finished (a VM moved out of the way to make room for it). Empty: bind
+    /// it now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+    /// `after` in words, for status and Events: "after vm-c leaves node-b". Empty when `after` is.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub waits: String,
 }
 
 /// Why a VM could not be placed or moved where the plan needed it to go.

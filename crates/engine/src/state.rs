@@ -424,6 +424,20 @@ impl<'a> PoolState<'a> {
             && c.per_node_inbound.is_none_or(|limit| self.slots.in_used[to] < limit)
     }
 
+    /// Are there slots for all these moves (from, to) at once?
+    pub fn slots_free_for(&self, moves: &[(usize, usize)]) -> bool {
+        let c = &self.snap.pool.concurrency;
+        if (self.slots.pool_left as usize) < moves.len() {
+            return false;
+        }
+        moves.iter().all(|&(from, to)| {
+            let out = moves.iter().filter(|m| m.0 == from).count() as u32;
+            let inn = moves.iter().filter(|m| m.1 == to).count() as u32;
+            self.slots.out_used[from] + out <= c.per_node_outbound
+                && c.per_node_inbound.is_none_or(|limit| self.slots.in_used[to] + inn <= limit)
+        })
+    }
+
     /// Gives back every slot taken by the plan so far (slots are then taken again in the plan's final order).
     pub fn reset_slots(&mut self) {
         let c = &self.snap.pool.concurrency;

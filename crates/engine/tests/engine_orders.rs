@@ -275,3 +275,67 @@ fn memory_in_use_above_capacity_is_never_planned() {
     assert_eq!(plan.blocked[0].reason, BlockedReason::NoCapacity);
     let _ = GIB;
 }
+
+#[test]
+fn a_new_vm_waits_for_the_vm_moved_out_of_its_way() {
+    // Two 8 GiB nodes with 4 GiB free each: a 6 GiB VM fits nowhere until a VM leaves one of them.
+    let nodes = vec![named("n1").gib(8), named("n2").gib(8)];
+    let vms = vec![
+        Vm::test("small").on("n1").reserve(0.1, 2.0),
+        Vm::test("mid").on("n1").reserve(0.1, 2.0),
+        Vm::test("other").on("n2").reserve(0.1, 4.0),
+        Vm::test("new").reserve(0.1, 6.0),
+    ];
+    let plan = kubedrs_engine::plan(&Snapshot::test(nodes, vms).threshold(1)).unwrap();
+    assert_eq!(plan.placements.len(), 1, "{plan:#?}");
+    let (p, room) = (&plan.placements[0], &plan.moves[0]);
+    assert_eq!((p.node.as_str(), room.reason), (room.from.as_str(), Reason::Placement), "{plan:#?}");
+    assert_eq!(p.after, vec![room.vm.clone()]);
+    assert_eq!(p.waits, format!("after {} leaves {}", room.vm, p.node));
+    // A placement that needs nothing moved binds now.
+    let roomy = vec![named("n1").gib(16), named("n2").gib(8)];
+    let plan =
+        kubedrs_engine::plan(&Snapshot::test(roomy, vec![Vm::test("new").reserve(0.1, 6.0)]).threshold(1)).unwrap();
+    assert!(plan.placements[0].after.is_empty() && plan.placements[0].waits.is_empty(), "{plan:#?}");
+}
+
+/// n1 (64 GiB) holds a 24 GiB VM pinned there and a 36 GiB VM; n2 (64 GiB) two 16 GiB VMs; n3 (32 GiB) one of
+/// 8 GiB. The 36 GiB VM fits n3 not at all and n2 not beside 32 GiB; a 16 GiB VM moved to n3 alone makes the
+/// pool worse. Only the two together help: a 16 GiB VM to n3, then the 36 GiB VM to n2.
+fn chain_pool() -> Snapshot {
+    let nodes = vec![named("n1").gib(64), named("n2").gib(64), named("n3").gib(32)];
+    let vms = vec![
+        big("pinned", "n1", 24).label("pin", "p"),
+        big("large", "n1", 36),
+        big("mid-1", "n2", 16),
+        big("mid-2", "n2", 16),
+        big("small", "n3", 8),
+    ];
+    Snapshot::test(nodes, vms).rule(pin("p-on-n1", "p", "n1")).threshold(4)
+}
+
+#[test]
+fn two_moves_where_no_single_move_helps() {
+    let snap = chain_pool();
+    // With room for one migration only, nothing qualifies: no single move helps.
+    let mut one = snap.clone();
+    one.pool.max_migrations_per_pass = 1;
+    let alone = kubedrs_engine::plan(&one).unwrap();
+    assert!(alone.moves.is_empty(), "{:#?}", alone.moves);
+
+    let plan = kubedrs_engine::plan(&snap).unwrap();
+    assert!(plan.moves.len() >= 2, "{plan:#?}");
+    let (first, second) = (&plan.moves[0], &plan.moves[1]);
+    assert!(first.vm.starts_with("mid-") && (first.from.as_str(), first.to.as_str()) == ("n2", "n3"), "{first:#?}");
+    assert_eq!((second.vm.as_str(), second.from.as_str(), second.to.as_str()), ("large", "n1", "n2"));
+    // n2 has room for the large VM only once the first has left.
+    assert_eq!(second.after, vec![first.vm.clone()], "{:#?}", plan.moves);
+    assert!(plan.moves.iter().all(|m| m.reason == Reason::Balance));
+    assert!(
+        plan.imbalance_after < plan.imbalance_before - 0.05,
+        "{} -> {}",
+        plan.imbalance_before,
+        plan.imbalance_after
+    );
+    carry_out(&snap, &plan);
+}

@@ -87,6 +87,22 @@ fn pool(maintenance: bool) -> impl Strategy<Value = Snapshot> {
     })
 }
 
+/// A random pool as [`pool`], with 0-3 new VMs waiting for a node (reservations of 2-12 GiB, so that a
+/// fragmented pool sometimes needs a VM moved out of the way first).
+fn pool_with_new(maintenance: bool) -> impl Strategy<Value = Snapshot> {
+    let new = prop::collection::vec((0.1..2.0f64, 2u64..=12, any::<bool>()), 0..=3);
+    (pool(maintenance), new).prop_map(|(mut snap, new)| {
+        for (i, &(cores, gib, spread)) in new.iter().enumerate() {
+            let mut vm = Vm::test(&format!("new{i}")).demand(cores, gib as f64 * 0.5).reserve(cores, gib as f64);
+            if spread {
+                vm = vm.label("g", "a");
+            }
+            snap.vms.push(vm);
+        }
+        snap
+    })
+}
+
 /// Final node of every VM if the whole plan (deferred moves too) is carried out.
 fn after(snap: &Snapshot, plan: &Plan) -> BTreeMap<String, Option<String>> {
     let mut at: BTreeMap<String, Option<String>> = snap.vms.iter().map(|v| (v.name.clone(), v.node.clone())).collect();
@@ -235,7 +251,9 @@ fn evacuation_feasible(snap: &Snapshot) -> bool {
 /// with nothing between them run at the same time), with a VM counted on both nodes while it migrates. At
 /// every start it checks that the target's requests stay within allocatable and its memory in use within
 /// capacity, that the VM is where the move starts, and that nothing breaks that held (rules, CPU models);
-/// at the end, that nothing is broken that held, affinity included. Returns where the VMs end.
+/// at the end, that nothing is broken that held, affinity included. New VMs are bound in the same interleaving
+/// once every move of the VMs their placement names has finished, and their node must have room for them
+/// then. Returns where the VMs end.
 fn execute(snap: &Snapshot, plan: &Plan, seed: u64) -> Result<BTreeMap<String, Option<String>>, String> {
     let mut rng = kubedrs_engine::build::SplitMix::new(seed);
     let base: BTreeMap<String, Option<String>> = snap.vms.iter().map(|v| (v.name.clone(), v.node.clone())).collect();
@@ -256,17 +274,74 @@ fn execute(snap: &Snapshot, plan: &Plan, seed: u64) -> Result<BTreeMap<String, O
         }
         deps.push(d);
     }
+    // A placement waits for every move of the VMs it names.
+    let mut place_deps: Vec<Vec<usize>> = Vec::new();
+    for p in &plan.placements {
+        let mut d = Vec::new();
+        for a in &p.after {
+            let of: Vec<usize> = (0..plan.moves.len()).filter(|&j| &plan.moves[j].vm == a).collect();
+            if of.is_empty() {
+                return Err(format!("the placement of {} waits for {a}, which the plan does not move", p.vm));
+            }
+            d.extend(of);
+        }
+        place_deps.push(d);
+    }
     let mut at = base.clone();
     // 0 waiting, 1 running, 2 done.
     let mut state = vec![0u8; plan.moves.len()];
+    let mut placed = vec![false; plan.placements.len()];
     loop {
         let startable: Vec<usize> =
             (0..plan.moves.len()).filter(|&i| state[i] == 0 && deps[i].iter().all(|&j| state[j] == 2)).collect();
         let running: Vec<usize> = (0..plan.moves.len()).filter(|&i| state[i] == 1).collect();
-        if startable.is_empty() && running.is_empty() {
+        let bindable: Vec<usize> = (0..plan.placements.len())
+            .filter(|&i| !placed[i] && place_deps[i].iter().all(|&j| state[j] == 2))
+            .collect();
+        if startable.is_empty() && running.is_empty() && bindable.is_empty() {
             break;
         }
-        let pick = rng.below((startable.len() + running.len()) as u64) as usize;
+        let pick = rng.below((startable.len() + running.len() + bindable.len()) as u64) as usize;
+        // What a node holds now: VMs there and VMs on their way there.
+        let holds = |at: &BTreeMap<String, Option<String>>, state: &[u8], n: &str| -> (u64, u64, u64) {
+            let present: Vec<&Vm> = snap
+                .vms
+                .iter()
+                .filter(|v| {
+                    at[&v.name].as_deref() == Some(n)
+                        || (0..plan.moves.len())
+                            .any(|j| state[j] == 1 && plan.moves[j].vm == v.name && plan.moves[j].to == n)
+                })
+                .collect();
+            (
+                present.iter().map(|v| v.cpu.reservation).sum(),
+                present.iter().map(|v| v.memory.reservation).sum(),
+                present.iter().map(|v| in_use(v)).sum(),
+            )
+        };
+        let over = |(cpu, mem, used): (u64, u64, u64), n: &str| {
+            let c = node(n).capacity;
+            cpu > c.cpu_millis || mem > c.memory_bytes || used > c.memory_bytes
+        };
+        if pick >= startable.len() + running.len() {
+            // Bind a new VM: its node must have room for it now, and no rule may break.
+            let i = bindable[pick - startable.len() - running.len()];
+            let p = &plan.placements[i];
+            let v = vm(&p.vm);
+            let (cpu, mem, used) = holds(&at, &state, &p.node);
+            let with = (cpu + v.cpu.reservation, mem + v.memory.reservation, used + in_use(v));
+            if over(with, &p.node) {
+                return Err(format!("placing {} on {}: the node holds {with:?} with it", p.vm, p.node));
+            }
+            placed[i] = true;
+            at.insert(p.vm.clone(), Some(p.node.clone()));
+            for v in instant_violations(snap, &at) {
+                if !initial.contains(&v) {
+                    return Err(format!("placing {} on {} breaks: {v}", p.vm, p.node));
+                }
+            }
+            continue;
+        }
         if pick >= startable.len() {
             let i = running[pick - startable.len()];
             state[i] = 2;
@@ -279,21 +354,9 @@ fn execute(snap: &Snapshot, plan: &Plan, seed: u64) -> Result<BTreeMap<String, O
             return Err(format!("move {i} of {} starts while the VM is not on {}", m.vm, m.from));
         }
         state[i] = 1;
-        // What the target holds: VMs there, VMs on their way there, and this one.
-        let t = node(&m.to);
-        let present: Vec<&Vm> = snap
-            .vms
-            .iter()
-            .filter(|v| {
-                at[&v.name].as_deref() == Some(m.to.as_str())
-                    || (0..plan.moves.len())
-                        .any(|j| state[j] == 1 && plan.moves[j].vm == v.name && plan.moves[j].to == m.to)
-            })
-            .collect();
-        let cpu: u64 = present.iter().map(|v| v.cpu.reservation).sum();
-        let mem: u64 = present.iter().map(|v| v.memory.reservation).sum();
-        let used: u64 = present.iter().map(|v| in_use(v)).sum();
-        if cpu > t.capacity.cpu_millis || mem > t.capacity.memory_bytes || used > t.capacity.memory_bytes {
+        // What the target holds: VMs there, VMs on their way there (this one included).
+        let (cpu, mem, used) = holds(&at, &state, &m.to);
+        if over((cpu, mem, used), &m.to) {
             return Err(format!(
                 "{} -> {}: the target holds cpu {cpu}, memory requests {mem}, in use {used}",
                 m.vm, m.to
@@ -307,10 +370,12 @@ fn execute(snap: &Snapshot, plan: &Plan, seed: u64) -> Result<BTreeMap<String, O
                 return Err(format!("{} -> {} breaks: {v}", m.vm, m.to));
             }
         }
-        let _ = vm(&m.vm);
     }
     if let Some(i) = state.iter().position(|&s| s != 2) {
         return Err(format!("move {i} never became startable"));
+    }
+    if let Some(i) = placed.iter().position(|&p| !p) {
+        return Err(format!("the placement of {} never became possible", plan.placements[i].vm));
     }
     for v in violations(snap, &at) {
         if !initial_all.contains(&v) {
@@ -334,7 +399,7 @@ proptest! {
     }
 
     #[test]
-    fn every_order_the_plan_allows_keeps_every_node_within_its_room(snap in pool(false), maintenance in any::<bool>(), seed in any::<u64>()) {
+    fn every_order_the_plan_allows_keeps_every_node_within_its_room(snap in pool_with_new(false), maintenance in any::<bool>(), seed in any::<u64>()) {
         let mut snap = snap;
         if maintenance {
             snap.nodes[0].state = NodeState::EnteringMaintenance;

@@ -247,6 +247,13 @@ pub fn text(s: &Scenario, r: &RunResult, insights: &insight::Insights, quiet: bo
         ),
         ("blocked VMs", format!("max {} in a pass, {} VM-passes", m.blocked_max, m.blocked_vm_passes)),
         (
+            "transit overcommit",
+            format!(
+                "{:.0} node-min of migration targets above 100% requests or memory",
+                m.transit_overcommit_node_minutes
+            ),
+        ),
+        (
             "rule violations",
             format!(
                 "{:.0} VM-min Required, {:.0} VM-min Preferred",

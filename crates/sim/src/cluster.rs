@@ -254,23 +254,6 @@ impl Cluster {
         }
     }
 
-    /// Does VM `vm` fit on `node` now, as the kubelet admits a pod: its requests (CPU and memory) within the
-    /// node's allocatable beside the VMs running there (those migrating away included, until they are gone)
-    /// and the migrations on their way in.
-    pub fn room_for(&self, vm: usize, node: &str) -> bool {
-        let Some(n) = self.node(node) else { return false };
-        let cap = self.nodes[n].node.capacity;
-        let incoming = self.migrations.iter().filter(|m| m.target == node).map(|m| m.vm);
-        let here = (0..self.vms.len())
-            .filter(|&i| self.vms[i].status == VmStatus::Running && self.vms[i].vm.node.as_deref() == Some(node));
-        let (mut cpu, mut mem) = (self.vms[vm].vm.cpu.reservation, self.vms[vm].vm.memory.reservation);
-        for i in here.chain(incoming).filter(|&i| i != vm) {
-            cpu += self.vms[i].vm.cpu.reservation;
-            mem += self.vms[i].vm.memory.reservation;
-        }
-        cpu <= cap.cpu_millis && mem <= cap.memory_bytes
-    }
-
     pub fn migrating(&self, vm: usize) -> bool {
         self.migrations.iter().any(|m| m.vm == vm)
     }

@@ -114,6 +114,8 @@ pub struct Row {
     pub completed: u32,
     pub gib_moved: f64,
     pub ping_pong: u32,
+    /// Node-minutes a migration's target spent above 100% of allocatable (requests or memory) while it was in transit.
+    pub transit_overcommit: f64,
     pub deferred: u32,
     pub passes: u32,
     /// Wall-clock (not deterministic): mean and max time of a pass.
@@ -440,6 +442,7 @@ fn row(r: &RunResult, pool: PoolSize, workload: &str, name: &str, s: &Scenario) 
         completed: m.migrations.completed,
         gib_moved: m.migrations.gib_moved,
         ping_pong: m.ping_pong,
+        transit_overcommit: m.transit_overcommit_node_minutes,
         deferred: m.deferred,
         passes: m.balancing_passes,
         decision_ms_mean: r4(mean_ms),
@@ -512,12 +515,12 @@ pub fn compare(args: &CompareArgs, log: &mut dyn FnMut(&str)) -> anyhow::Result<
 
 fn write_csv(path: &Path, rows: &[Row]) -> anyhow::Result<()> {
     let mut out = String::from(
-        "pool,nodes,vms,workload,hours,policy,cpu_met,memory_met,imbalance_mean,imbalance_p95,cpu_spread_mean,hottest_p99,hottest_max,migrations,completed,gib_moved,ping_pong,deferred,passes,decision_ms_mean,decision_ms_max,solver_note\n",
+        "pool,nodes,vms,workload,hours,policy,cpu_met,memory_met,imbalance_mean,imbalance_p95,cpu_spread_mean,hottest_p99,hottest_max,migrations,completed,gib_moved,ping_pong,transit_overcommit_node_min,deferred,passes,decision_ms_mean,decision_ms_max,solver_note\n",
     );
     for r in rows {
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},\"{}\"",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},\"{}\"",
             r.pool,
             r.nodes,
             r.vms,
@@ -535,6 +538,7 @@ fn write_csv(path: &Path, rows: &[Row]) -> anyhow::Result<()> {
             r.completed,
             r.gib_moved,
             r.ping_pong,
+            r.transit_overcommit,
             r.deferred,
             r.passes,
             r.decision_ms_mean,
@@ -561,13 +565,13 @@ pub fn markdown(rows: &[Row]) -> String {
         let _ = writeln!(out, "#### {} nodes / {} VMs, {workload}, {} h\n", f.nodes, f.vms, f.hours);
         let _ = writeln!(
             out,
-            "| policy | CPU met | memory met | imbalance mean | imbalance p95 | hottest node p99 | migrations | GiB moved | ping-pong | pass mean / max (ms) |"
+            "| policy | CPU met | memory met | imbalance mean | imbalance p95 | hottest node p99 | migrations | GiB moved | ping-pong | transit overcommit (node-min) | pass mean / max (ms) |"
         );
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
         for r in group {
             let _ = writeln!(
                 out,
-                "| {} | {:.2}% | {:.2}% | {:.4} | {:.4} | {:.0}% | {} | {:.0} | {} | {:.1} / {:.1} |",
+                "| {} | {:.2}% | {:.2}% | {:.4} | {:.4} | {:.0}% | {} | {:.0} | {} | {:.0} | {:.1} / {:.1} |",
                 r.policy,
                 r.cpu_met * 100.0,
                 r.memory_met * 100.0,
@@ -577,6 +581,7 @@ pub fn markdown(rows: &[Row]) -> String {
                 r.migrations,
                 r.gib_moved,
                 r.ping_pong,
+                r.transit_overcommit,
                 r.decision_ms_mean,
                 r.decision_ms_max
             );
@@ -666,6 +671,7 @@ mod tests {
             completed: 0,
             gib_moved: 0.0,
             ping_pong: 0,
+            transit_overcommit: 0.0,
             deferred: 0,
             passes: 24,
             decision_ms_mean: 0.1,

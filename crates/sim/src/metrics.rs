@@ -145,6 +145,11 @@ pub struct Summary {
     pub preferred_rule_violation_minutes: f64,
     /// VM-minutes on a node that lacks the VM's CPU model (must stay 0).
     pub cpu_model_violation_minutes: f64,
+    /// Node-minutes a node receiving a migration spent above 100% of its allocatable in CPU or memory requests,
+    /// or of its memory in what its VMs hold (memory in use, at least the request), counting the VMs on their
+    /// way in (their sources hold them too until the migration ends). A plan carried out in its order keeps
+    /// this at 0.
+    pub transit_overcommit_node_minutes: f64,
     /// VMs still waiting for a node at the end.
     pub pending_at_end: u32,
     pub balancing_passes: u32,
@@ -234,6 +239,7 @@ pub struct StepRecorder {
     pub required_minutes: f64,
     pub preferred_minutes: f64,
     pub cpu_model_minutes: f64,
+    pub transit_overcommit_minutes: f64,
 }
 
 impl StepRecorder {
@@ -270,6 +276,20 @@ impl StepRecorder {
             let mem = divvy(cap.memory_bytes as f64, &mem_claims);
             for (j, &i) in on.iter().enumerate() {
                 served[i] = (cpu[j], mem[j]);
+            }
+            // Transit overcommit: a node a migration goes to, above its allocatable with the VMs on their way
+            // in counted (their sources still hold them too). A source only loses when its migration ends.
+            if !incoming.is_empty() {
+                let held = on.iter().chain(&incoming).map(|&i| &c.vms[i]);
+                let (mut cpu_req, mut mem_req, mut mem_held) = (0u64, 0u64, 0.0f64);
+                for v in held {
+                    cpu_req += v.vm.cpu.reservation;
+                    mem_req += v.vm.memory.reservation;
+                    mem_held += v.demand.1.max(v.vm.memory.reservation as f64);
+                }
+                if cpu_req > cap.cpu_millis || mem_req > cap.memory_bytes || mem_held > cap.memory_bytes as f64 {
+                    self.transit_overcommit_minutes += step as f64 / 60.0;
+                }
             }
             let cpu_load = cpu_claims.iter().map(|c| c.demand).sum::<f64>() / cap.cpu_millis.max(1) as f64;
             let mem_load = mem_claims.iter().map(|c| c.demand).sum::<f64>() / cap.memory_bytes.max(1) as f64;

@@ -5,8 +5,9 @@
 //!
 //! This module is the simulated actuator. It owns no limit: it calls the operator's gate
 //! ([`kubedrs_engine::Gate`]: automation level, a VM's Manual, the balancing clock, the plan's order and
-//! concurrency slots, the VM still on its source), then plays the node: the target pod is admitted only when
-//! its requests fit what is left there (as the kubelet does). An entry that no longer matches the pool is
+//! concurrency slots, the VM still on its source), then plays the node: a new VM's pod or a migration's target
+//! pod is admitted only when its requests fit what is left there (as the kubelet does; [`Room`], the rule the
+//! operator checks too). An entry that no longer matches the pool is
 //! counted as rejected, not carried out.
 
 use super::cluster::{Cluster, Ended, MaintenanceState, Outcome, VmStatus};
@@ -16,7 +17,7 @@ use super::metrics::{
 };
 use super::policies::{EnginePolicy, Policy, PolicyError};
 use super::scenario::{EventKind, Scenario, ScenarioError};
-use kubedrs_engine::{self, Gate, Plan, Verdict};
+use kubedrs_engine::{self, Gate, Plan, Room, Verdict};
 use kubedrs_spec::quantity::human_bytes;
 use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
@@ -378,15 +379,37 @@ impl<'a> Run<'a> {
         // concurrency slots, the VM still on its source); the limits are the plan's own.
         let gate = Gate { automation, paused: false, dry_run: false, balance_due: kind == PassKind::Balance };
 
-        // Placements: executed unless the gate says recommend (Manual).
+        // Placements: executed unless the gate says recommend (Manual) or the plan's order holds them (a VM
+        // moved out of the way must leave the node first: planned again when a migration ends).
         let mut placed = Vec::new();
+        let mut waiting: Vec<String> = Vec::new();
+        // What each node's pods request now: the kubelet's admission, counted as the pass starts things.
+        let mut room = Room::of(&snapshot);
+        let mut mandatory_deferred = false;
         for p in &plan.placements {
-            if gate.of_placement() != Verdict::Execute {
-                rec.recommended += 1;
-                continue;
+            match gate.of_placement(p) {
+                Verdict::Execute => {}
+                Verdict::Recommend(_) => {
+                    rec.recommended += 1;
+                    continue;
+                }
+                Verdict::Hold(_) => {
+                    rec.deferred += 1;
+                    mandatory_deferred = true;
+                    waiting.push(format!("{} on {} {}", p.vm, p.node, p.waits));
+                    continue;
+                }
             }
             match self.c.vm(&p.vm) {
                 Some(i) if self.c.vms[i].status == VmStatus::Pending && self.c.accepts_vms(&p.node) => {
+                    // The kubelet admits the pod only when its requests fit what is left on the node.
+                    if let Err(why) = room.check(&self.c.vms[i].vm, &p.node) {
+                        rec.deferred += 1;
+                        mandatory_deferred = true;
+                        waiting.push(format!("{} on {} {why}", p.vm, p.node));
+                        continue;
+                    }
+                    room.take(&self.c.vms[i].vm, &p.node);
                     self.c.place(i, &p.node);
                     placed.push(format!("{}->{}", p.vm, p.node));
                 }
@@ -400,8 +423,6 @@ impl<'a> Run<'a> {
 
         // Moves: all at balancing passes; between them only mandatory ones (as the operator does).
         let mut started: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
-        let mut mandatory_deferred = false;
-        let mut waiting: Vec<String> = Vec::new();
         {
             for m in plan.moves.iter().filter(|m| kind == PassKind::Balance || m.reason.is_mandatory()) {
                 let Some(i) = self.c.vm(&m.vm) else {
@@ -444,13 +465,13 @@ impl<'a> Run<'a> {
                     continue;
                 }
                 // The kubelet admits the target pod only when its requests fit what is left on the node.
-                if !self.c.room_for(i, &m.to) {
+                if let Err(why) = room.check(&self.c.vms[i].vm, &m.to) {
                     rec.deferred += 1;
                     mandatory_deferred |= m.reason.is_mandatory();
-                    waiting
-                        .push(format!("{} -> {} waits for room: its requests do not fit on {} now", m.vm, m.to, m.to));
+                    waiting.push(format!("{} -> {} {why}", m.vm, m.to));
                     continue;
                 }
+                room.take(&self.c.vms[i].vm, &m.to);
                 let mig = self.c.start_migration(i, &m.to, m.reason, t);
                 let note = format!("{} {}->{} ~{:.0}s", m.vm, m.from, m.to, mig.ends_at - t as f64);
                 started.entry(m.reason.as_str()).or_default().push(note);
@@ -560,6 +581,7 @@ impl<'a> Run<'a> {
             required_rule_violation_minutes: r4(self.steps.required_minutes),
             preferred_rule_violation_minutes: r4(self.steps.preferred_minutes),
             cpu_model_violation_minutes: r4(self.steps.cpu_model_minutes),
+            transit_overcommit_node_minutes: r4(self.steps.transit_overcommit_minutes),
             pending_at_end: self.c.vms.iter().filter(|v| v.status == VmStatus::Pending).count() as u32,
             balancing_passes: balancing,
             placement_passes: self.passes.len() as u32 - balancing,

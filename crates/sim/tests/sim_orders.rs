@@ -95,3 +95,39 @@ fn a_reservation_fix_moves_the_vm_that_can_leave() {
     assert_eq!(done, vec![("mobile", "node-1", "node-2")], "{}", timeline(&r));
     assert_eq!(r.summary.blocked_max, 0);
 }
+
+/// node-1 and node-2 have 8 GiB free each; the new 12 GiB VM fits only once a VM has left one of them.
+const FRAGMENTED: &str = r#"
+name: fragmented
+duration: 30m
+step: 1m
+seed: 1
+pool:
+  migrationThreshold: 1
+nodes:
+  - {name: node-1, cpu: 16, memory: 16Gi}
+  - {name: node-2, cpu: 16, memory: 16Gi}
+vms:
+  - {name: small-1, vcpus: 1, memory: 4Gi, node: node-1}
+  - {name: small-2, vcpus: 1, memory: 4Gi, node: node-1}
+  - {name: other, vcpus: 1, memory: 8Gi, node: node-2}
+  - {name: new, vcpus: 1, memory: 12Gi}
+"#;
+
+#[test]
+fn a_new_vm_is_placed_only_once_the_vm_moved_out_of_its_way_has_left() {
+    let s = Scenario::parse(Path::new("fragmented.yaml"), FRAGMENTED).unwrap_or_else(|e| panic!("{e}"));
+    let r = simulate(&s, &mut |_, _| {}).unwrap_or_else(|e| panic!("{e}"));
+    let t = timeline(&r);
+    assert_eq!(r.summary.pending_at_end, 0, "{t}");
+    let room = &r.migrations[0];
+    assert_eq!((room.reason.as_str(), room.outcome.as_str()), ("placement", "completed"), "{t}");
+    let placed = r
+        .timeline
+        .iter()
+        .find(|e| e.kind == "placement" && e.text.contains(&format!("new->{}", room.from)))
+        .unwrap_or_else(|| panic!("new is placed on the node the move freed: {t}"));
+    assert!(placed.t as f64 >= room.ended, "placed at {} before {} left at {}: {t}", placed.t, room.vm, room.ended);
+    assert!(t.contains(&format!("new on {} after {} leaves {}", room.from, room.vm, room.from)), "{t}");
+    assert_eq!(r.summary.transit_overcommit_node_minutes, 0.0);
+}

@@ -258,7 +258,13 @@ impl Policy for External {
         let mut placements: Vec<Placement> = a
             .placements
             .into_iter()
-            .map(|p| Placement { vm: p.vm, node: p.node, why: format!("{}: placement", self.label) })
+            .map(|p| Placement {
+                vm: p.vm,
+                node: p.node,
+                why: format!("{}: placement", self.label),
+                after: Vec::new(),
+                waits: String::new(),
+            })
             .collect();
         // Pending VMs the solver did not place: kube-scheduler places them, as it would in KubeVirt.
         let mut sched = Scheduler::new(snapshot);
@@ -273,6 +279,8 @@ impl Policy for External {
                     vm: vm.name.clone(),
                     node: snapshot.nodes[h].name.clone(),
                     why: "kube-scheduler: LeastAllocated on requests".into(),
+                    after: Vec::new(),
+                    waits: String::new(),
                 });
             }
         }

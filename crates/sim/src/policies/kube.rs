@@ -138,6 +138,8 @@ fn place_and_drain(sched: &mut Scheduler) -> (Vec<Placement>, Vec<Move>) {
                         vm: vm.name.clone(),
                         node: snap.nodes[h].name.clone(),
                         why: "kube-scheduler: LeastAllocated on requests".into(),
+                        after: Vec::new(),
+                        waits: String::new(),
                     });
                 }
             }
