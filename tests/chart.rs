@@ -7,6 +7,10 @@
 //! (set by `.ci/run` once the e2e suite has built helm), where a missing helm fails them.
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/chart_values.rs"]
+mod chart_values;
+
+use chart_values::*;
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -73,59 +77,10 @@ fn args(objs: &[Value]) -> Vec<String> {
     container(objs)["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect()
 }
 
-/// The `helm install` commands of README.md and docs/*.md, each as its `--set`/`-f` flags (continuation
-/// lines joined, comments dropped).
-fn documented_installs() -> Vec<(String, Vec<String>)> {
-    let mut files = vec![repo().join("README.md")];
-    let mut docs: Vec<PathBuf> = std::fs::read_dir(repo().join("docs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "md"))
-        .collect();
-    docs.sort();
-    files.extend(docs);
-    let mut out = vec![];
-    for f in files {
-        let text = std::fs::read_to_string(&f).unwrap();
-        let mut joined = String::new();
-        for line in text.lines() {
-            let line = line.split(" # ").next().unwrap_or("").trim_end();
-            if let Some(head) = line.strip_suffix('\\') {
-                joined.push_str(head);
-                continue;
-            }
-            joined.push_str(line);
-            let cmd = std::mem::take(&mut joined);
-            let Some(at) = cmd.find("helm install").or_else(|| cmd.find("helm upgrade")) else { continue };
-            let words: Vec<&str> = cmd[at..].split_whitespace().collect();
-            if !words.iter().any(|w| w.contains("charts/kubedrs")) {
-                continue;
-            }
-            let mut flags = vec![];
-            let mut i = 0;
-            while i < words.len() {
-                let w = words[i];
-                if matches!(w, "--set" | "--set-string" | "-f" | "--values") && i + 1 < words.len() {
-                    let v = words[i + 1].trim_matches(|c| c == '`' || c == '\'' || c == '"');
-                    let v =
-                        if w == "-f" || w == "--values" { repo().join(v).display().to_string() } else { v.to_string() };
-                    flags.push(w.to_string());
-                    flags.push(v);
-                    i += 2;
-                } else {
-                    i += 1;
-                }
-            }
-            out.push((format!("{}: {}", f.file_name().unwrap().to_string_lossy(), cmd[at..].trim()), flags));
-        }
-    }
-    out
-}
-
 #[test]
 fn every_documented_helm_install_lints_and_renders() {
     let Some(helm) = helm() else { return };
-    let installs = documented_installs();
+    let installs = documented_installs(&repo());
     assert!(installs.len() >= 4, "the docs show helm install commands: {installs:#?}");
     for (what, flags) in installs {
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
@@ -138,7 +93,7 @@ fn every_documented_helm_install_lints_and_renders() {
 fn each_value_does_what_values_yaml_says() {
     let Some(helm) = helm() else { return };
 
-    let d = render(&helm, &[]);
+    let d = render(&helm, DEFAULTS);
     assert_eq!(args(&d), ["run", "--leader-elect"]);
     let pod = &find(&d, "Deployment").unwrap()["spec"]["template"]["spec"];
     assert_eq!(pod["priorityClassName"], "system-cluster-critical", "a default priority class");
@@ -151,29 +106,19 @@ fn each_value_does_what_values_yaml_says() {
     assert!(find(&d, "NetworkPolicy").is_none(), "no NetworkPolicy unless asked");
     assert_eq!(find(&d, "Deployment").unwrap()["metadata"]["name"], "kubedrs");
 
-    let d = render(&helm, &["--set", "dryRun=true", "--set", "extraArgs={--failure-backoff=2m,--keep-finished=50}"]);
+    let d = render(&helm, DRY_RUN_EXTRA_ARGS);
     assert_eq!(args(&d), ["run", "--leader-elect", "--dry-run", "--failure-backoff=2m", "--keep-finished=50"]);
 
-    let d = render(&helm, &["--set", "extraEnv[0].name=KUBEDRS_DEMAND_INTERVAL", "--set", "extraEnv[0].value=1m"]);
+    let d = render(&helm, EXTRA_ENV);
     let env = container(&d)["env"].as_array().unwrap();
     assert!(env.iter().any(|e| e["name"] == "KUBEDRS_DEMAND_INTERVAL" && e["value"] == "1m"), "{env:?}");
 
-    let d = render(&helm, &["--set", "networkPolicy.enabled=true"]);
+    let d = render(&helm, NETWORK_POLICY);
     let np = find(&d, "NetworkPolicy").expect("a NetworkPolicy");
     assert_eq!(np["spec"]["ingress"].as_array().unwrap().len(), 1, "only /metrics without the webhook");
     assert_eq!(np["spec"]["ingress"][0]["ports"][0]["port"], "metrics");
     assert!(np["spec"]["ingress"][0].get("from").is_none(), "every source by default");
-    let d = render(
-        &helm,
-        &[
-            "--set",
-            "networkPolicy.enabled=true",
-            "--set",
-            "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name=monitoring",
-            "--set",
-            "webhook.enabled=true",
-        ],
-    );
+    let d = render(&helm, NETWORK_POLICY_FROM_WITH_WEBHOOK);
     let np = find(&d, "NetworkPolicy").unwrap();
     assert_eq!(
         np["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
@@ -181,36 +126,28 @@ fn each_value_does_what_values_yaml_says() {
     );
     assert_eq!(np["spec"]["ingress"][1]["ports"][0]["port"], "webhook");
 
-    let d = render(&helm, &["--set", "priorityClassName="]);
+    let d = render(&helm, NO_PRIORITY_CLASS);
     assert!(find(&d, "Deployment").unwrap()["spec"]["template"]["spec"].get("priorityClassName").is_none());
 
-    let d = render(&helm, &["--set", "nameOverride=balancer"]);
+    let d = render(&helm, NAME_OVERRIDE);
     let dep = find(&d, "Deployment").unwrap();
     assert_eq!(dep["metadata"]["name"], "kubedrs-balancer");
     assert_eq!(dep["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"], "balancer");
-    let d = render(&helm, &["--set", "fullnameOverride=scheduler"]);
+    let d = render(&helm, FULLNAME_OVERRIDE);
     for kind in ["Deployment", "ClusterRole", "Service", "ServiceAccount"] {
         assert_eq!(find(&d, kind).unwrap()["metadata"]["name"], "scheduler", "{kind}");
     }
     assert_eq!(find(&d, "ClusterRoleBinding").unwrap()["subjects"][0]["name"], "scheduler");
 
-    let d = render(&helm, &["--set", "webhook.enabled=true"]);
+    let d = render(&helm, WEBHOOK);
     assert!(find(&d, "MutatingWebhookConfiguration").is_some() && find(&d, "Certificate").is_some());
-    let d = render(
-        &helm,
-        &[
-            "--set",
-            "webhook.enabled=true",
-            "--set",
-            "webhook.certManager.enabled=false",
-            "--set",
-            "webhook.existingSecret=tls",
-            "--set",
-            "webhook.caBundle=Cg==",
-        ],
-    );
+    let v = find(&d, "ValidatingWebhookConfiguration").expect("the HostPool overlap webhook");
+    assert_eq!(v["webhooks"][0]["failurePolicy"], "Ignore", "a down operator must not block HostPools");
+    assert_eq!(v["webhooks"][0]["clientConfig"]["service"]["path"], "/validate-hostpools");
+    assert!(find(&render(&helm, &[]), "ValidatingWebhookConfiguration").is_none(), "behind webhook.enabled");
+    let d = render(&helm, WEBHOOK_EXISTING_SECRET);
     assert!(find(&d, "Certificate").is_none());
-    let d = render(&helm, &["--set", "serviceMonitor.enabled=true", "--set", "grafanaDashboard.enabled=true"]);
+    let d = render(&helm, MONITORING);
     assert!(find(&d, "ServiceMonitor").is_some() && find(&d, "ConfigMap").is_some());
 }
 
@@ -256,7 +193,9 @@ fn the_plain_install_is_the_default_render_and_grants_only_what_the_code_uses() 
         if group == "kubevirt.io" && resource != "virtualmachineinstancemigrations" {
             assert_eq!(verbs, ["list", "watch"], "{resource}: kubedrs only reads VMs and VMIs");
         }
-        assert!(!verbs.iter().any(|v| v == "*" || v == "update"), "{group}/{resource}: {verbs:?}");
+        // Leases are the one update: renewing, taking over or releasing at the listed resourceVersion.
+        let update_ok = group == "coordination.k8s.io" && resource == "leases";
+        assert!(!verbs.iter().any(|v| v == "*" || (v == "update" && !update_ok)), "{group}/{resource}: {verbs:?}");
         assert!(!["secrets", "configmaps"].contains(&resource.as_str()), "{resource}");
     }
     let Some(helm) = helm() else { return };

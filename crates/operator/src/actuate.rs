@@ -6,7 +6,10 @@
 //! per-day cap are the engine's (a move without a slot comes `deferred`, a VM already migrating or backing
 //! off comes `blocked`), fed every migration in flight, including the ones this operator created moments
 //! ago. What the gate adds: `paused`, the automation level, a VM's `kubedrs.io/automation: Manual`, the
-//! dry run, the balancing clock, and "the VM is no longer where the plan saw it".
+//! dry run, the balancing clock, and "the VM is no longer where the plan saw it". Before it binds a pod or
+//! creates a migration, it checks that the pod's requests fit what is left of the node's allocatable now
+//! ([`kubedrs_engine::Room`], the kubelet's admission rule, which the simulator applies too), counting what
+//! the pass starts; otherwise the action is held, with why.
 //!
 //! Events for decisions that last (recommendations, backoff, blocked placement) carry a `once` key so that
 //! [`crate::events::EventMemo`] emits them once per change, not every pass. The executor that
@@ -17,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 pub use crate::action::*;
 use crate::crd::Recommendation;
 use crate::migrations::{Ledger, MigrationRecord};
-use kubedrs_engine::{BlockedReason, Gate, Plan, Reason, Snapshot, Verdict};
+use kubedrs_engine::{BlockedReason, Gate, Plan, Reason, Room, Snapshot, Verdict, Vm};
 
 /// Everything a pass decides on, for one pool.
 #[derive(Debug, Clone)]
@@ -63,6 +66,16 @@ pub fn decide(input: &PassInput<'_>) -> Decision {
     let mut d = Decision::default();
     let vm_nodes: BTreeMap<&str, Option<&str>> =
         input.snapshot.vms.iter().map(|v| (v.name.as_str(), v.node.as_deref())).collect();
+    let vms: BTreeMap<&str, &Vm> = input.snapshot.vms.iter().map(|v| (v.name.as_str(), v)).collect();
+    // The kubelet admits a pod only when its requests fit what is left of the node's allocatable: nothing is
+    // bound or migrated to a node without room now, counting what this pass starts.
+    let mut room = Room::of(input.snapshot);
+    let fits = |room: &mut Room, vm: &str, node: &str| -> Result<(), String> {
+        let Some(v) = vms.get(vm) else { return Ok(()) };
+        room.check(v, node)?;
+        room.take(v, node);
+        Ok(())
+    };
 
     // Migrations: mandatory first, then balancing, in the plan's order. The plan owns every limit
     // (concurrency, backoff, cooldowns); the gate adds the pool's switches.
@@ -89,6 +102,10 @@ pub fn decide(input: &PassInput<'_>) -> Decision {
             }
             Verdict::Hold(why) => d.held.push(Held { vm: m.vm.clone(), why }),
             Verdict::Execute => {
+                if let Err(why) = fits(&mut room, &m.vm, &m.to) {
+                    d.held.push(Held { vm: m.vm.clone(), why });
+                    continue;
+                }
                 let (namespace, vmi) = split_key(&m.vm);
                 d.actions.push(Action::CreateMigration {
                     namespace: namespace.into(),
@@ -129,9 +146,14 @@ pub fn decide(input: &PassInput<'_>) -> Decision {
         input.pending_pods.iter().filter(|p| p.kind == PodKind::Launch).map(|p| (p.vm.as_str(), p)).collect();
     for p in &input.plan.placements {
         let Some(pod) = launch.get(p.vm.as_str()) else { continue };
-        let why = match input.gate.of_placement() {
+        let why = match input.gate.of_placement(p) {
             Verdict::Execute => None,
-            Verdict::Recommend(why) | Verdict::Hold(why) => Some(why),
+            Verdict::Recommend(why) => Some(why),
+            Verdict::Hold(why) => {
+                // The plan's order: a VM moved out of the way must have left the node first.
+                d.held.push(Held { vm: p.vm.clone(), why });
+                continue;
+            }
         };
         if let Some(why) = why {
             d.recommendations.push(Recommendation {
@@ -151,6 +173,10 @@ pub fn decide(input: &PassInput<'_>) -> Decision {
                 )
                 .once(format!("recommend/{}/{}/placement", p.vm, p.node)),
             );
+            continue;
+        }
+        if let Err(why) = fits(&mut room, &p.vm, &p.node) {
+            d.held.push(Held { vm: p.vm.clone(), why });
             continue;
         }
         d.actions.push(Action::Bind {
@@ -189,11 +215,28 @@ pub fn decide(input: &PassInput<'_>) -> Decision {
         let (node, why) = match target {
             Some(t) => (Some(t.clone()), format!("the migration's target node {t}")),
             None => (
-                least_loaded(input, source.as_deref(), node_selector),
-                "the least loaded node of the pool that fits the pod's node selector".to_string(),
+                least_loaded(input, source.as_deref(), node_selector, |n| {
+                    vms.get(pod.vm.as_str()).is_none_or(|v| room.check(v, n).is_ok())
+                }),
+                "the least loaded node of the pool that fits the pod's node selector and has room for it".to_string(),
             ),
         };
+        let no_room = node.as_deref().and_then(|n| fits(&mut room, &pod.vm, n).err());
         match node {
+            Some(node) if no_room.is_some() => {
+                let why = no_room.unwrap_or_default();
+                d.held.push(Held { vm: pod.vm.clone(), why: why.clone() });
+                d.event(
+                    EventSpec::new(
+                        pod_target(pod),
+                        EventKind::Warning,
+                        "FailedPlacement",
+                        "Bind",
+                        format!("migration target not bound to {node}: {why}; retrying on the next pass"),
+                    )
+                    .once(format!("target-no-room/{}/{node}", pod.name)),
+                );
+            }
             Some(node) if !input.gate.dry_run => {
                 d.actions.push(Action::Bind {
                     namespace: pod.namespace.clone(),
@@ -263,8 +306,13 @@ pub fn blocked_word(r: &BlockedReason) -> &'static str {
 }
 
 /// The counted node with the lowest combined load after the plan, other than `source`, whose labels match
-/// `selector` (a migration target pod's node selector).
-fn least_loaded(input: &PassInput<'_>, source: Option<&str>, selector: &BTreeMap<String, String>) -> Option<String> {
+/// `selector` (a migration target pod's node selector) and that has `room` for the pod.
+fn least_loaded(
+    input: &PassInput<'_>,
+    source: Option<&str>,
+    selector: &BTreeMap<String, String>,
+    room: impl Fn(&str) -> bool,
+) -> Option<String> {
     let labels: BTreeMap<&str, &kubedrs_engine::Labels> =
         input.snapshot.nodes.iter().filter(|n| n.state.accepts_vms()).map(|n| (n.name.as_str(), &n.labels)).collect();
     input
@@ -273,6 +321,7 @@ fn least_loaded(input: &PassInput<'_>, source: Option<&str>, selector: &BTreeMap
         .iter()
         .filter(|l| l.counted && Some(l.node.as_str()) != source)
         .filter(|l| labels.get(l.node.as_str()).is_some_and(|ls| selector.iter().all(|(k, v)| ls.get(k) == Some(v))))
+        .filter(|l| room(&l.node))
         .min_by(|a, b| a.combined.total_cmp(&b.combined).then_with(|| a.node.cmp(&b.node)))
         .map(|l| l.node.clone())
 }
@@ -332,6 +381,10 @@ mod tests {
             after: vec![],
             waits: String::new(),
         }
+    }
+
+    fn placement(vm: &str, node: &str, why: &str) -> Placement {
+        Placement { vm: vm.into(), node: node.into(), why: why.into(), after: vec![], waits: String::new() }
     }
 
     fn snapshot(vms: &[(&str, Option<&str>)]) -> Snapshot {
@@ -398,7 +451,12 @@ mod tests {
     }
 
     fn binds(d: &Decision) -> Vec<String> {
-        d.actions
+        bind_names(&d.actions)
+    }
+
+    /// `pod->node` of every binding among `actions`.
+    pub(super) fn bind_names(actions: &[Action]) -> Vec<String> {
+        actions
             .iter()
             .filter_map(|a| match a {
                 Action::Bind { pod, node, .. } => Some(format!("{pod}->{node}")),
@@ -464,7 +522,7 @@ mod tests {
         let mut c = two_moves();
         c.gate.paused = true;
         c.snapshot.vms.push(kubedrs_engine::Vm { name: "ns/new".into(), ..Default::default() });
-        c.plan.placements.push(Placement { vm: "ns/new".into(), node: "n2".into(), why: "best".into() });
+        c.plan.placements.push(placement("ns/new", "n2", "best"));
         c.pods.push(PendingPod {
             namespace: "ns".into(),
             name: "virt-launcher-new".into(),
@@ -509,8 +567,8 @@ mod tests {
     #[test]
     fn placement_binds_pending_launcher_pods_and_reports_blocked_ones() {
         let mut c = Case::new(&[("ns/new", None), ("ns/big", None), ("ns/other", None)], vec![]);
-        c.plan.placements.push(Placement { vm: "ns/new".into(), node: "n2".into(), why: "lowest load".into() });
-        c.plan.placements.push(Placement { vm: "ns/other".into(), node: "n2".into(), why: "lowest load".into() });
+        c.plan.placements.push(placement("ns/new", "n2", "lowest load"));
+        c.plan.placements.push(placement("ns/other", "n2", "lowest load"));
         c.plan.blocked.push(kubedrs_engine::Blocked {
             vm: "ns/big".into(),
             node: None,
@@ -623,5 +681,158 @@ mod tests {
             matches!(&events[0], Action::Event(e) if e.kind == EventKind::Warning && e.reason == "MigrationFailed")
         );
         assert!(report_finished(&ledger, &mut seen).1.is_empty());
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod whole_pass {
+    //! Whole passes on fixtures (Kubernetes objects in, actions out, the real engine in between): the plan's
+    //! order and the room on each node decide what is bound and migrated now.
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::fixtures::*;
+    use crate::keys;
+    use crate::kubevirt::VirtualMachineInstance;
+    use crate::observe::{Cluster, DemandWindow};
+    use crate::pass::{PassInput, PassOutput, PoolMemo, Settings, pass};
+    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::jiff::Timestamp;
+
+    const NOW: i64 = 1_750_000_000;
+
+    fn run(cluster: &Cluster) -> PassOutput {
+        pass(&PassInput {
+            pool: &cluster.pools[0],
+            cluster,
+            demand: &DemandWindow::default(),
+            settings: Settings::default(),
+            memo: &PoolMemo::default(),
+            totals: &[],
+            now: Timestamp::from_second(NOW).unwrap(),
+        })
+    }
+
+    fn vm_on(name: &str, node: &str, memory: &str) -> (VirtualMachineInstance, Pod) {
+        let v = vmi(name).on(node).cpus(1).memory(memory).label(keys::POOL, "prod").build();
+        let p = launcher(&v).requests("1", memory).build();
+        (v, p)
+    }
+
+    fn pool_of(nodes: Vec<k8s_openapi::api::core::v1::Node>, vms: Vec<(VirtualMachineInstance, Pod)>) -> Cluster {
+        let (vmis, pods): (Vec<_>, Vec<_>) = vms.into_iter().unzip();
+        Cluster {
+            pools: vec![Arc::new(pool("prod").selects(keys::POOL, "prod").build())],
+            nodes: nodes.into_iter().map(Arc::new).collect(),
+            pods: pods.into_iter().map(Arc::new).collect(),
+            vmis: vmis.into_iter().map(Arc::new).collect(),
+            ..Cluster::default()
+        }
+    }
+
+    fn binds(out: &PassOutput) -> Vec<String> {
+        super::tests::bind_names(&out.actions)
+    }
+
+    fn held(out: &PassOutput) -> Vec<Held> {
+        out.planned.as_ref().unwrap().decision.held.clone()
+    }
+
+    /// A pending VM in pool `prod`, with its launcher pod waiting for kubedrs.
+    fn pending(name: &str, memory: &str) -> (VirtualMachineInstance, Pod) {
+        let v = vmi(name).pending().cpus(1).memory(memory).label(keys::POOL, "prod").build();
+        let mut p = launcher(&v).requests("1", memory).phase("Pending").build();
+        p.spec.as_mut().unwrap().scheduler_name = Some(keys::SCHEDULER_NAME.into());
+        (v, p)
+    }
+
+    #[test]
+    fn a_new_vm_is_bound_only_after_the_vm_moved_out_of_its_way_has_left() {
+        // n1 and n2 have 8 GiB free each: the 12 GiB VM fits only once a VM has left one of them.
+        let n = |name: &str| node(name).cpu("16").memory("16Gi").in_pool("prod").build();
+        let cluster = pool_of(
+            vec![n("n1"), n("n2")],
+            vec![
+                vm_on("shop/small-1", "n1", "4Gi"),
+                vm_on("shop/small-2", "n1", "4Gi"),
+                vm_on("shop/other", "n2", "8Gi"),
+                pending("shop/new", "12Gi"),
+            ],
+        );
+        let out = run(&cluster);
+        let plan = &out.planned.as_ref().unwrap().plan;
+        assert_eq!(plan.placements.len(), 1, "{plan:#?}");
+        let room = plan.moves.iter().find(|m| m.reason == Reason::Placement).expect("a move makes room");
+        assert_eq!(plan.placements[0].after, vec![room.vm.clone()]);
+        // The move starts now; the new VM's pod is not bound yet, and the pass says what it waits for.
+        assert!(
+            out.actions
+                .iter()
+                .any(|a| matches!(a, Action::CreateMigration { vmi, .. } if room.vm.ends_with(vmi.as_str()))),
+            "{:?}",
+            out.actions
+        );
+        assert!(binds(&out).is_empty(), "{:?}", out.actions);
+        let why = format!("waits: after {} leaves {}", room.vm, room.from);
+        assert!(held(&out).iter().any(|h| h.vm == "shop/new" && h.why == why), "{:?}", held(&out));
+    }
+
+    /// shop/a migrates n1 -> n2; its target pod waits for kubedrs to bind it.
+    fn migrating(n2_taken: &str) -> Cluster {
+        let n = |name: &str| node(name).cpu("16").memory("64Gi").in_pool("prod").build();
+        let (a, a_pod) = vm_on("shop/a", "n1", "8Gi");
+        let mut m = migration("shop/a", "prod").from("n1").to("n2").build();
+        m.metadata.uid = Some("m-uid".into());
+        let mut target = launcher(&a).requests("1", "8Gi").phase("Pending").build();
+        target.metadata.name = Some("virt-launcher-a-target".into());
+        target.spec.as_mut().unwrap().node_name = None;
+        target.spec.as_mut().unwrap().scheduler_name = Some(keys::SCHEDULER_NAME.into());
+        target.metadata.labels.get_or_insert_default().insert(keys::MIGRATION_JOB_LABEL.into(), "m-uid".into());
+        // Another workload's pod on n2 (not a VM): it takes allocatable from the VMs.
+        let other = pod("infra/cache").on("n2").requests("1", n2_taken).build();
+        let mut c = pool_of(vec![n("n1"), n("n2")], vec![(a, a_pod)]);
+        c.pods.push(Arc::new(target));
+        c.pods.push(Arc::new(other));
+        c.migrations.push(Arc::new(m));
+        c
+    }
+
+    #[test]
+    fn a_migration_target_pod_waits_while_its_node_has_no_room_for_its_requests() {
+        let roomy = run(&migrating("8Gi"));
+        assert_eq!(binds(&roomy), vec!["virt-launcher-a-target->n2"], "{:?}", roomy.actions);
+        // 60 GiB of n2's 64 taken by another workload: the 8 GiB target pod would be refused by the kubelet.
+        let full = run(&migrating("60Gi"));
+        assert!(binds(&full).is_empty(), "{:?}", full.actions);
+        assert!(
+            held(&full).iter().any(|h| h.vm == "shop/a" && h.why.starts_with("waits for room: n2 has")),
+            "{:?}",
+            held(&full)
+        );
+        assert!(full.actions.iter().any(|a| matches!(a,
+            Action::Event(e) if e.reason == "FailedPlacement" && e.note.contains("waits for room"))));
+    }
+
+    #[test]
+    fn a_user_s_migration_target_goes_to_the_least_loaded_node_with_room() {
+        // n3 holds no VM (the least loaded) but another workload takes nearly all of it.
+        let n = |name: &str| node(name).cpu("16").memory("64Gi").in_pool("prod").build();
+        let (a, a_pod) = vm_on("shop/a", "n1", "8Gi");
+        let (b, b_pod) = vm_on("shop/b", "n2", "8Gi");
+        let mut m = migration("shop/a", "prod").foreign().phase("Pending").build();
+        m.metadata.uid = Some("m-uid".into());
+        let mut target = launcher(&a).requests("1", "8Gi").phase("Pending").build();
+        target.metadata.name = Some("virt-launcher-a-target".into());
+        target.spec.as_mut().unwrap().node_name = None;
+        target.spec.as_mut().unwrap().scheduler_name = Some(keys::SCHEDULER_NAME.into());
+        target.metadata.labels.get_or_insert_default().insert(keys::MIGRATION_JOB_LABEL.into(), "m-uid".into());
+        let mut c = pool_of(vec![n("n1"), n("n2"), n("n3")], vec![(a, a_pod), (b, b_pod)]);
+        c.pods.push(Arc::new(target));
+        c.pods.push(Arc::new(pod("infra/cache").on("n3").requests("1", "60Gi").build()));
+        c.migrations.push(Arc::new(m));
+        let out = run(&c);
+        assert_eq!(binds(&out), vec!["virt-launcher-a-target->n2"], "{:?}", out.actions);
     }
 }

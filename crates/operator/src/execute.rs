@@ -118,6 +118,8 @@ pub async fn execute(
                         report.nodes_patched += 1;
                         tracing::info!(%pool, %node, ?unschedulable, "node patched");
                     }
+                    // A node deleted meanwhile has nothing left to patch.
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
                     Err(e) => {
                         report.failures += 1;
                         tracing::warn!(%pool, %node, error = %e, "cannot patch node");

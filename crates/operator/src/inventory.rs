@@ -30,6 +30,9 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
+use crate::readiness::{Readiness, WatchBackoff, WatchSignal};
+use crate::tolerant::{Skipped, Stub, Tolerant, tolerate};
+
 use crate::crd::HostPool;
 use crate::keys;
 use crate::kubevirt::{VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceMigration};
@@ -46,6 +49,8 @@ pub struct Inventory {
     pub vmis: Store<VirtualMachineInstance>,
     pub pods: Store<Pod>,
     pub migrations: Store<VirtualMachineInstanceMigration>,
+    /// Objects the reflectors could not read and left out of the stores.
+    pub skipped: Skipped,
 }
 
 impl Inventory {
@@ -59,6 +64,7 @@ impl Inventory {
             vmis: self.vmis.state(),
             pods: self.pods.state(),
             migrations: self.migrations.state(),
+            skipped: self.skipped.list(),
         }
     }
 
@@ -163,17 +169,45 @@ fn slim<K: Resource>(obj: &mut K) {
     }
 }
 
-/// Runs one reflector until the process ends, poking `trigger` on relevant changes.
-fn spawn_reflector<K>(api: Api<K>, cfg: watcher::Config, trigger: Trigger, fingerprint: Fingerprint<K>) -> Store<K>
+/// The watch of one kind, read object by object ([`crate::tolerant`]): unreadable objects are skipped and
+/// recorded in `skipped`, the others go on to the store.
+/// Every event and error also goes to `/readyz` ([`Readiness`]); a failed watch is retried after
+/// [`WatchBackoff`] (at most 2 s: the cache is fresh again seconds after the API server returns).
+fn tolerant_watch<K>(
+    client: &Client,
+    kind: &'static str,
+    ctx: &Reflectors,
+) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()> + Stub + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let api: Api<Tolerant<K>> = Api::all(client.clone());
+    let readiness = ctx.readiness.clone();
+    readiness.register(kind);
+    let watch = watcher(api, watcher::Config::default()).backoff(WatchBackoff::default()).inspect(move |ev| match ev {
+        Ok(watcher::Event::Init) => readiness.signal(kind, WatchSignal::ListStarted),
+        Ok(watcher::Event::InitDone) => readiness.signal(kind, WatchSignal::Listed),
+        Ok(_) => readiness.signal(kind, WatchSignal::Event),
+        Err(e) => {
+            tracing::warn!(%kind, error = %e, "watch error; retrying with backoff");
+            readiness.watch_error(kind, e.to_string());
+        }
+    });
+    tolerate(watch, kind, ctx.skipped.clone()).modify(slim::<K>)
+}
+
+/// Runs one reflector until the process ends, poking `trigger` on relevant changes.
+fn spawn_reflector<K>(client: &Client, kind: &'static str, ctx: &Reflectors, fingerprint: Fingerprint<K>) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Stub + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
-    let kind = K::kind(&()).to_string();
+    let watch = tolerant_watch::<K>(client, kind, ctx);
+    let trigger = ctx.trigger.clone();
     tokio::spawn(async move {
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
         let mut initial = true;
-        let mut events = std::pin::pin!(watcher(api, cfg).default_backoff().modify(slim::<K>).reflect(writer));
+        let mut events = std::pin::pin!(watch.reflect(writer));
         while let Some(ev) = events.next().await {
             match ev {
                 Ok(watcher::Event::Init) => {}
@@ -205,7 +239,7 @@ where
                         trigger.poke();
                     }
                 }
-                Err(e) => tracing::warn!(%kind, error = %e, "watch error; retrying with backoff"),
+                Err(_) => {} // logged and counted by `tolerant_watch`
             }
         }
     });
@@ -216,18 +250,33 @@ fn key<K: Resource>(o: &K) -> String {
     format!("{}/{}", o.meta().namespace.as_deref().unwrap_or_default(), o.meta().name.as_deref().unwrap_or_default())
 }
 
-/// Starts every reflector except the HostPools' (which the controller owns and passes in).
-pub fn start(client: &Client, pools: Store<HostPool>, trigger: &Trigger) -> Inventory {
-    let all = watcher::Config::default();
-    Inventory {
-        pools,
-        nodes: spawn_reflector(Api::all(client.clone()), all.clone(), trigger.clone(), node_fp),
-        namespaces: spawn_reflector(Api::all(client.clone()), all.clone(), trigger.clone(), namespace_fp),
-        vms: spawn_reflector(Api::all(client.clone()), all.clone(), trigger.clone(), vm_fp),
-        vmis: spawn_reflector(Api::all(client.clone()), all.clone(), trigger.clone(), vmi_fp),
-        pods: spawn_reflector(Api::all(client.clone()), all.clone(), trigger.clone(), pod_fp),
-        migrations: spawn_reflector(Api::all(client.clone()), all, trigger.clone(), vmim_fp),
-    }
+/// What every reflector shares.
+pub struct Reflectors {
+    pub trigger: Trigger,
+    pub skipped: Skipped,
+    pub readiness: Readiness,
+}
+
+/// The HostPools' watch for the controller: the objects it passes on, and the store they fill.
+pub type PoolWatch =
+    (std::pin::Pin<Box<dyn futures::Stream<Item = Result<HostPool, watcher::Error>> + Send>>, Store<HostPool>);
+
+/// Starts every reflector; the HostPools' one is returned for the controller to drive (it triggers the
+/// passes of the pools that change).
+pub fn start(client: &Client, ctx: &Reflectors) -> (Inventory, PoolWatch) {
+    let (pools, writer) = reflector::store();
+    let pool_stream = tolerant_watch::<HostPool>(client, "HostPool", ctx).reflect(writer).applied_objects();
+    let inv = Inventory {
+        pools: pools.clone(),
+        nodes: spawn_reflector(client, "Node", ctx, node_fp),
+        namespaces: spawn_reflector(client, "Namespace", ctx, namespace_fp),
+        vms: spawn_reflector(client, "VirtualMachine", ctx, vm_fp),
+        vmis: spawn_reflector(client, "VirtualMachineInstance", ctx, vmi_fp),
+        pods: spawn_reflector(client, "Pod", ctx, pod_fp),
+        migrations: spawn_reflector(client, "VirtualMachineInstanceMigration", ctx, vmim_fp),
+        skipped: ctx.skipped.clone(),
+    };
+    (inv, (Box::pin(pool_stream), pools))
 }
 
 /// Label selector of virt-launcher pods.

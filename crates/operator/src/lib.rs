@@ -7,6 +7,7 @@
 
 pub mod action;
 pub mod actuate;
+pub mod cleanup;
 pub mod controller;
 pub mod crd;
 pub mod demand;
@@ -24,7 +25,10 @@ pub mod migrations;
 pub mod observe;
 pub mod pass;
 pub mod plan_cli;
+pub mod readiness;
 pub mod run;
+pub mod shards;
 pub mod status;
 pub mod telemetry;
+pub mod tolerant;
 pub mod webhook;

@@ -51,6 +51,11 @@ impl NodeView {
     pub fn requested(&self, honor_cordon: bool) -> bool {
         self.annotated || (honor_cordon && self.unschedulable && !self.cordoned_by_kubedrs)
     }
+
+    /// Does the node carry anything kubedrs wrote (state, label, message, its cordon mark)?
+    pub fn carries_marks(&self) -> bool {
+        self.state.is_some() || self.state_label.is_some() || self.message.is_some() || self.cordoned_by_kubedrs
+    }
 }
 
 /// The pool settings maintenance depends on.
@@ -124,31 +129,13 @@ pub fn decide(
                 annotations.insert(keys::MAINTENANCE_MESSAGE.into(), Some(message));
             }
         } else {
-            let ours = n.state.is_some() || n.state_label.is_some() || n.message.is_some() || n.cordoned_by_kubedrs;
-            if !ours {
+            if !n.carries_marks() {
                 continue;
             }
-            if n.cordoned_by_kubedrs && !policy.paused {
-                if n.unschedulable {
-                    unschedulable = Some(false);
-                }
-                annotations.insert(CORDONED_BY_KUBEDRS.into(), None);
-            }
-            for k in [keys::MAINTENANCE_STATE, keys::MAINTENANCE_MESSAGE] {
-                annotations.insert(k.into(), None);
-            }
-            let note = if unschedulable == Some(false) {
-                "maintenance ended: uncordoned (kubedrs had cordoned it); balancing fills the node again"
-            } else {
-                "maintenance ended; balancing fills the node again"
-            };
-            out.push(Action::Event(EventSpec::new(
-                Target::Node(n.name.clone()),
-                EventKind::Normal,
-                "MaintenanceEnded",
-                "Uncordon",
-                note,
-            )));
+            let (patch, event) =
+                end_of_maintenance(n, !policy.paused, "maintenance ended", "balancing fills the node again");
+            out.push(Action::Event(event));
+            (unschedulable, annotations) = patch;
         }
         if policy.dry_run {
             continue;
@@ -158,6 +145,33 @@ pub fn decide(
         }
     }
     out
+}
+
+/// A node patch: `spec.unschedulable` (`None`: unchanged) and annotations (`None` removes one).
+pub type NodePatch = (Option<bool>, BTreeMap<String, Option<String>>);
+
+/// What kubedrs takes back from a node whose maintenance ended (or whose pool is gone): its state annotations
+/// and label, its message, and its own cordon when `uncordon` (a user's cordon is never lifted). Returns the
+/// patch (`spec.unschedulable`, annotations to remove) and the Event saying so.
+pub fn end_of_maintenance(n: &NodeView, uncordon: bool, what: &str, then: &str) -> (NodePatch, EventSpec) {
+    let mut annotations: BTreeMap<String, Option<String>> = BTreeMap::new();
+    let mut unschedulable = None;
+    if n.cordoned_by_kubedrs && uncordon {
+        if n.unschedulable {
+            unschedulable = Some(false);
+        }
+        annotations.insert(CORDONED_BY_KUBEDRS.into(), None);
+    }
+    for k in [keys::MAINTENANCE_STATE, keys::MAINTENANCE_MESSAGE] {
+        annotations.insert(k.into(), None);
+    }
+    let note = if unschedulable == Some(false) {
+        format!("{what}: uncordoned (kubedrs had cordoned it); {then}")
+    } else {
+        format!("{what}; {then}")
+    };
+    let event = EventSpec::new(Target::Node(n.name.clone()), EventKind::Normal, "MaintenanceEnded", "Uncordon", note);
+    ((unschedulable, annotations), event)
 }
 
 /// The maintenance state of a node asked to enter maintenance, and the message.

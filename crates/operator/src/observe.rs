@@ -6,14 +6,17 @@
 //! 1. validate each HostPool spec ([`super::crd::HostPoolSpec::validate`]); an invalid pool gets no snapshot;
 //! 2. node membership: a node matched by one pool belongs to it; matched by two or more it is a conflict,
 //!    reported on each of those pools and left out of all of them;
-//! 3. node state and capacity (see [`node_state`], [`node_capacity`]);
+//! 3. node state and capacity (see [`node_state`], [`node_capacity`]); a node with no CPU or memory left for
+//!    VMs is left out of its pool (a `NoCapacity` warning), as are quantities above [`MAX_CPU_MILLIS`] and
+//!    [`MAX_MEMORY_BYTES`] (refused like unparseable ones): the engine never gets a snapshot it refuses;
 //! 4. VM membership (api.md): the VM's `kubedrs.io/pool` label, else its namespace's, else its node's pool;
 //! 5. VM figures from the VMI (and its VM and virt-launcher pod): reservation, limit, shares, demand,
 //!    CPU requirement, automation, live-migratability;
 //! 6. migrations in flight (unfinished VMIMs of the pool's VMs) and history (kubedrs' finished ones).
 //!
 //! Nothing here fails on one bad object: a bad annotation becomes the default plus a [`Warning`] naming the
-//! object, which the controller turns into an Event.
+//! object, which the controller turns into an Event; an object the reflectors could not parse at all is
+//! not in the lists ([`crate::tolerant`]) and gets an `Unreadable` warning naming its field.
 //!
 //! Guesses, documented where they are made: KubeVirt's CPU request default (vCPUs / 10), its memory
 //! overhead (when no virt-launcher pod is seen), demand without metrics (the reservation for CPU, the guest
@@ -37,7 +40,27 @@ use kubedrs_engine::{
     Allocation, CpuRequirement, InFlight, Labels, Node, NodeState, PastMove, Resources, Shares, Snapshot, Vm,
     VmAutomation,
 };
-use kubedrs_spec::quantity::{cpu_millis, memory_bytes};
+
+/// The most CPU (millicores: a million cores) one VM, pod or node may count for: far above any machine,
+/// far below where the engine's sums over thousands of them could overflow. A quantity above it is
+/// refused like one that does not parse (the default, and a warning naming the field).
+pub const MAX_CPU_MILLIS: u64 = 1_000_000_000;
+/// The most memory one VM, pod or node may count for (1 PiB), for the same reason.
+pub const MAX_MEMORY_BYTES: u64 = 1 << 50;
+
+fn at_most(v: u64, max: u64, unit: &str) -> Result<u64, String> {
+    if v <= max { Ok(v) } else { Err(format!("{v} {unit} is above the most kubedrs counts for one object ({max})")) }
+}
+
+/// A CPU quantity in millicores, refused above [`MAX_CPU_MILLIS`].
+pub fn cpu_millis(q: &str) -> Result<u64, String> {
+    at_most(kubedrs_spec::quantity::cpu_millis(q).map_err(|e| e.to_string())?, MAX_CPU_MILLIS, "millicores")
+}
+
+/// A memory quantity in bytes, refused above [`MAX_MEMORY_BYTES`].
+pub fn memory_bytes(q: &str) -> Result<u64, String> {
+    at_most(kubedrs_spec::quantity::memory_bytes(q).map_err(|e| e.to_string())?, MAX_MEMORY_BYTES, "bytes")
+}
 
 /// Everything observe reads, as the reflector stores hold it.
 #[derive(Debug, Clone, Default)]
@@ -50,6 +73,9 @@ pub struct Cluster {
     /// All pods: virt-launcher pods give the VMs' real requests; the others use node capacity.
     pub pods: Vec<Arc<Pod>>,
     pub migrations: Vec<Arc<VirtualMachineInstanceMigration>>,
+    /// Objects the reflectors could not read (left out of the lists above): each gets an `Unreadable`
+    /// warning.
+    pub skipped: Vec<crate::tolerant::SkippedObject>,
 }
 
 /// Something odd about one object, for an Event on it: the default was used.
@@ -108,7 +134,17 @@ pub fn observe(cluster: &Cluster, demand: &DemandWindow, now: u64) -> Observatio
 /// that pool holds, not what the cluster holds. Warnings are those of the objects translated, plus the
 /// cluster-wide ones (specs, conflicts, VMs naming no pool).
 pub fn observe_pools(cluster: &Cluster, demand: &DemandWindow, now: u64, only: Option<&str>) -> Observation {
-    let mut warnings = Vec::new();
+    let mut warnings: Vec<Warning> = cluster
+        .skipped
+        .iter()
+        .map(|s| Warning {
+            kind: s.kind,
+            namespace: s.namespace.clone(),
+            name: s.name.clone(),
+            reason: "Unreadable",
+            message: s.message(),
+        })
+        .collect();
     let wanted = |pool: &str| only.is_none_or(|o| o == pool);
 
     // 1. Specs.
@@ -136,7 +172,23 @@ pub fn observe_pools(cluster: &Cluster, demand: &DemandWindow, now: u64, only: O
             }
         }
     }
+    // A node with no CPU or no memory left for VMs (no allocatable, or other pods take it all) is left
+    // out of its pool, with a warning: the engine cannot weigh VMs on a node of capacity 0.
+    let other_requests = non_vm_requests_per_node(&cluster.pods);
+    let empty_nodes: BTreeSet<&str> = cluster
+        .nodes
+        .iter()
+        .filter(|n| {
+            let name = n.metadata.name.as_deref().unwrap_or_default();
+            let (cap, _) = node_capacity(n, other_requests.get(name).copied().unwrap_or_default());
+            cap.cpu_millis == 0 || cap.memory_bytes == 0
+        })
+        .filter_map(|n| n.metadata.name.as_deref())
+        .collect();
     let pool_of_node = |node: &str| -> Option<&str> {
+        if empty_nodes.contains(node) {
+            return None;
+        }
         match node_pools.get(node).map(Vec::as_slice) {
             Some([only]) => Some(*only),
             _ => None,
@@ -152,7 +204,6 @@ pub fn observe_pools(cluster: &Cluster, demand: &DemandWindow, now: u64, only: O
     let vm_by_key: BTreeMap<String, &VirtualMachine> =
         cluster.vms.iter().map(|v| (key_of(&v.metadata), v.as_ref())).collect();
     let launchers = launcher_pods(&cluster.pods);
-    let other_requests = non_vm_requests_per_node(&cluster.pods);
     let vmi_by_key: BTreeMap<String, &VirtualMachineInstance> =
         cluster.vmis.iter().map(|v| (v.key(), v.as_ref())).collect();
     let pool_names: BTreeSet<&str> = pools.iter().filter_map(|(p, _)| p.metadata.name.as_deref()).collect();
@@ -191,6 +242,20 @@ pub fn observe_pools(cluster: &Cluster, demand: &DemandWindow, now: u64, only: O
             .is_some_and(|c| c.honor_cordon);
         let (capacity, cap_warnings) = node_capacity(n, other_requests.get(name).copied().unwrap_or_default());
         warnings.extend(cap_warnings);
+        if empty_nodes.contains(name) {
+            warnings.push(Warning {
+                kind: "Node",
+                namespace: None,
+                name: name.to_string(),
+                reason: "NoCapacity",
+                message: format!(
+                    "no CPU or no memory left for VMs ({} millicores, {} bytes after other pods' requests): left out \
+                     of pool {pool}, its VMs untouched, until it has some",
+                    capacity.cpu_millis, capacity.memory_bytes
+                ),
+            });
+            continue;
+        }
         if let Some(Err(e)) = maintenance_annotation(n) {
             warnings.push(Warning {
                 kind: "Node",
@@ -400,7 +465,7 @@ pub fn node_capacity(node: &KubeNode, other_pods: Resources) -> (Resources, Vec<
     let name = node.metadata.name.clone().unwrap_or_default();
     let mut warnings = Vec::new();
     let alloc = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
-    let mut get = |res: &str, parse: fn(&str) -> Result<u64, kubedrs_spec::quantity::QuantityError>| -> u64 {
+    let mut get = |res: &str, parse: fn(&str) -> Result<u64, String>| -> u64 {
         match alloc.and_then(|a| a.get(res)) {
             Some(q) => parse(&q.0).unwrap_or_else(|e| {
                 warnings.push(Warning {
@@ -594,7 +659,7 @@ pub fn vm_from(
     let res = spec.domain.resources.as_ref();
     let requests = res.and_then(|r| r.requests.as_ref());
     let limits = res.and_then(|r| r.limits.as_ref());
-    let mut parse = |what: &str, q: Option<&str>, f: fn(&str) -> Result<u64, kubedrs_spec::quantity::QuantityError>| {
+    let mut parse = |what: &str, q: Option<&str>, f: fn(&str) -> Result<u64, String>| {
         q.and_then(|q| match f(q) {
             Ok(v) => Some(v),
             Err(e) => {
@@ -695,6 +760,11 @@ pub fn vm_from(
     };
     let live_migratable = vmi.live_migratable().unwrap_or(node.is_none());
 
+    // A limit counts at least the reservation: the VMI's memory limit leaves out the overhead its pod's
+    // request adds, and the engine refuses a whole pool with a limit below a reservation.
+    let cpu_limit = lim_cpu.or(pod_cpu_lim).map(|l| l.max(cpu_res));
+    let memory_limit = lim_mem.or(pod_mem_lim).map(|l| l.max(mem_res));
+
     let mut labels = labels_of(vmi.metadata.labels.as_ref());
     if let Some(vm) = vm {
         labels.extend(labels_of(vm.metadata.labels.as_ref()));
@@ -706,8 +776,8 @@ pub fn vm_from(
         namespace: vmi.metadata.namespace.clone().unwrap_or_default(),
         vcpus,
         memory_size_bytes: memory_size,
-        cpu: Allocation { reservation: cpu_res, limit: lim_cpu.or(pod_cpu_lim), shares: cpu_shares },
-        memory: Allocation { reservation: mem_res, limit: lim_mem.or(pod_mem_lim), shares: memory_shares },
+        cpu: Allocation { reservation: cpu_res, limit: cpu_limit, shares: cpu_shares },
+        memory: Allocation { reservation: mem_res, limit: memory_limit, shares: memory_shares },
         // Without metrics: it uses what it reserved (CPU) and all its memory; the caller overrides.
         demand: Resources::new(cpu_res, if memory_size > 0 { memory_size } else { mem_res }),
         dirty_rate_bytes_per_sec: 0,

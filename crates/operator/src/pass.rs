@@ -20,7 +20,7 @@
 //!    lasting conditions are said once per change;
 //! 7. **status**: computed from all of the above ([`crate::status::compute`]), patched only when worth it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
@@ -70,6 +70,52 @@ pub struct PoolMemo {
     /// Migrations the API server refused to create in the last 24 h: the engine backs those VMs off as it
     /// does after failed migrations (no retry storm against a webhook that says no).
     pub refused: Vec<PastMove>,
+    /// Node patches sent in the last [`NODE_WRITE_SECS`], by node: not sent again while the cache still
+    /// shows the node at the version it had when they were sent (the cache has not caught up with them).
+    pub written: BTreeMap<String, NodeWrite>,
+}
+
+/// A node patch kubedrs sent, and the node's `resourceVersion` in the cache at the time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeWrite {
+    pub patch: String,
+    pub resource_version: String,
+    pub at: i64,
+}
+
+/// How long a node patch is not repeated while the cache does not show it (after which a patch the API
+/// server never applied is retried).
+pub const NODE_WRITE_SECS: i64 = 30;
+
+/// Drops the node patches already sent while the cache still shows the node as it was when they were
+/// sent: right after a reconnect, the cache lags and every pass would send the same patch again.
+/// Remembers the ones kept.
+pub fn skip_unseen_node_writes(
+    actions: &mut Vec<Action>,
+    written: &mut BTreeMap<String, NodeWrite>,
+    cluster: &Cluster,
+    now: i64,
+) {
+    let version = |node: &str| -> String {
+        cluster
+            .nodes
+            .iter()
+            .find(|n| n.metadata.name.as_deref() == Some(node))
+            .and_then(|n| n.metadata.resource_version.clone())
+            .unwrap_or_default()
+    };
+    written.retain(|_, w| now - w.at < NODE_WRITE_SECS);
+    actions.retain(|a| {
+        let Action::PatchNode { node, .. } = a else { return true };
+        let patch = format!("{a:?}");
+        let rv = version(node);
+        if written.get(node).is_some_and(|w| w.patch == patch && w.resource_version == rv) {
+            tracing::debug!(%node, "node patch already sent; the cache does not show it yet");
+            return false;
+        }
+        written.insert(node.clone(), NodeWrite { patch, resource_version: rv, at: now });
+        true
+    });
 }
 
 impl PoolMemo {
@@ -261,6 +307,8 @@ pub fn pass(input: &PassInput<'_>) -> PassOutput {
         actions.extend(finished);
         out.counts = counts;
     }
+    actions.extend(degraded_events(&name, &snapshot, &plan, &decision, &po.conflicting_nodes));
+    skip_unseen_node_writes(&mut actions, &mut memo.written, input.cluster, now);
     let created = created_records(&name, &actions, now);
     let in_flight = ledger.active().count() + created.len();
     memo.recent.extend(created);
@@ -362,6 +410,42 @@ pub fn created_records(pool: &str, actions: &[Action], now: i64) -> Vec<Migratio
         .collect()
 }
 
+/// Failures that would otherwise be quiet, as Warning Events once each: every cause of `Degraded` on the
+/// pool (reason `NodesNotReady`, `VmsBlocked`, ...), and `ClaimedByTwoPools` on each node another pool
+/// also selects.
+pub fn degraded_events(
+    pool: &str,
+    snapshot: &Snapshot,
+    plan: &Plan,
+    decision: &Decision,
+    conflicts: &[crate::crd::NodeConflict],
+) -> Vec<Action> {
+    let mut out: Vec<EventSpec> = status::degraded_causes(snapshot, plan, decision, conflicts)
+        .into_iter()
+        .map(|(reason, message)| {
+            EventSpec::new(Target::Pool(pool.to_string()), EventKind::Warning, reason, "Report", message)
+                .once(format!("degraded/{reason}"))
+        })
+        .collect();
+    for c in conflicts {
+        let pools = c.pools.join(", ");
+        out.push(
+            EventSpec::new(
+                Target::Node(c.node.clone()),
+                EventKind::Warning,
+                "ClaimedByTwoPools",
+                "Observe",
+                format!(
+                    "HostPools {pools} all select this node: kubedrs leaves it out of every pool (no balancing, no \
+                     maintenance) until only one selects it"
+                ),
+            )
+            .once(format!("conflict/{}/{pools}", c.node)),
+        );
+    }
+    out.into_iter().map(Action::Event).collect()
+}
+
 /// An observe warning as an Event on its object (once per change: the key holds the message).
 pub fn warning_event(w: &Warning) -> Option<EventSpec> {
     let ns = w.namespace.clone().unwrap_or_default();
@@ -371,6 +455,7 @@ pub fn warning_event(w: &Warning) -> Option<EventSpec> {
         "Pod" => Target::Pod { namespace: ns, name: w.name.clone() },
         "Node" => Target::Node(w.name.clone()),
         "HostPool" => Target::Pool(w.name.clone()),
+        "VirtualMachineInstanceMigration" => Target::Migration { namespace: ns, name: w.name.clone() },
         other => {
             tracing::warn!(kind = other, name = %w.name, message = %w.message, "observe warning");
             return None;
@@ -636,5 +721,75 @@ mod tests {
         assert_eq!(e.target, Target::Vm { namespace: "shop".into(), name: "web-1".into() });
         assert_eq!(e.kind, EventKind::Warning);
         assert!(e.once.is_some());
+    }
+
+    fn events(out: &PassOutput) -> Vec<(String, String)> {
+        out.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Event(e) => Some((format!("{:?}", e.target), e.reason.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn not_ready_nodes_and_a_node_two_pools_claim_are_said_in_the_conditions_and_events() {
+        let vmis: Vec<VirtualMachineInstance> =
+            ["a", "b"].iter().map(|v| vmi(&format!("shop/{v}")).on("n1").cpus(1).memory("1Gi").build()).collect();
+        let cluster = Cluster {
+            pools: vec![
+                Arc::new(pool("prod").selects(keys::POOL, "prod").build()),
+                Arc::new(pool("ssd").selects("disk", "ssd").build()),
+            ],
+            nodes: vec![
+                Arc::new(node("n1").cpu("16").memory("64Gi").in_pool("prod").not_ready().build()),
+                Arc::new(node("n2").cpu("16").memory("64Gi").in_pool("prod").build()),
+                Arc::new(node("n3").cpu("16").memory("64Gi").in_pool("prod").label("disk", "ssd").build()),
+            ],
+            pods: vmis.iter().map(|v| Arc::new(launcher(v).build())).collect(),
+            vmis: vmis.into_iter().map(Arc::new).collect(),
+            ..Cluster::default()
+        };
+        let out = run(&cluster, &PoolMemo::default(), Settings::default(), NOW);
+        let st = out.status.clone().unwrap();
+        let deg = st.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+        assert_eq!((deg.status.as_str(), deg.reason.as_str()), ("True", "NodesNotReady"));
+        assert!(deg.message.contains("1 node(s) NotReady: n1 (2 VM(s)"), "{}", deg.message);
+        assert!(deg.message.contains("matched by another pool, left alone: n3"), "{}", deg.message);
+        let ev = events(&out);
+        for want in [
+            ("Pool(\"prod\")", "NodesNotReady"),
+            ("Pool(\"prod\")", "NodesClaimedByTwoPools"),
+            ("Node(\"n3\")", "ClaimedByTwoPools"),
+        ] {
+            assert!(ev.iter().any(|(t, r)| t == want.0 && r == want.1), "{want:?} not in {ev:?}");
+        }
+        // Said once: the next pass with the same causes says nothing more.
+        let again = run(&cluster, &out.memo, Settings::default(), NOW + 10);
+        assert!(events(&again).iter().all(|(_, r)| !r.contains("NotReady") && !r.contains("Claimed")));
+    }
+
+    #[test]
+    fn a_node_patch_is_not_repeated_until_the_cache_shows_a_new_version() {
+        let mut n = node("n1").build();
+        n.metadata.resource_version = Some("10".into());
+        let mut cluster = Cluster { nodes: vec![Arc::new(n)], ..Cluster::default() };
+        let patch =
+            || vec![Action::PatchNode { node: "n1".into(), unschedulable: Some(true), annotations: BTreeMap::new() }];
+        let mut written = BTreeMap::new();
+        let mut a = patch();
+        skip_unseen_node_writes(&mut a, &mut written, &cluster, 100);
+        assert_eq!(a.len(), 1, "the first time it is sent");
+        let mut a = patch();
+        skip_unseen_node_writes(&mut a, &mut written, &cluster, 105);
+        assert!(a.is_empty(), "the cache still shows the version it was sent at");
+        Arc::make_mut(&mut cluster.nodes[0]).metadata.resource_version = Some("11".into());
+        let mut a = patch();
+        skip_unseen_node_writes(&mut a, &mut written, &cluster, 106);
+        assert_eq!(a.len(), 1, "a newer version still wants it (someone undid it): sent again");
+        let mut a = patch();
+        skip_unseen_node_writes(&mut a, &mut written, &cluster, 106 + NODE_WRITE_SECS);
+        assert_eq!(a.len(), 1, "a patch the API server never applied is retried after NODE_WRITE_SECS");
     }
 }

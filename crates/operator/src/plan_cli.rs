@@ -24,6 +24,7 @@ use crate::inventory::{list_launcher_metrics, unix_now};
 use crate::kubevirt::{VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceMigration};
 use crate::observe::{Cluster, DemandWindow};
 use crate::pass::{PassInput, PassOutput, PassSummary, PoolMemo, Settings, pass};
+use crate::tolerant::{Tolerant, readable};
 
 /// Flags of `kubedrs plan`.
 #[derive(Debug, Clone, clap::Args)]
@@ -63,13 +64,19 @@ pub async fn client(kubeconfig: Option<&std::path::Path>, context: Option<&str>)
     Ok(Client::try_from(config)?)
 }
 
+/// Lists a kind object by object: one that does not parse is left out, with a warning naming its field.
 async fn list<K>(client: &Client) -> anyhow::Result<Vec<Arc<K>>>
 where
     K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    let api: Api<K> = Api::all(client.clone());
+    let api: Api<Tolerant<K>> = Api::all(client.clone());
     let items = api.list(&ListParams::default()).await.with_context(|| format!("listing {}", K::plural(&())))?;
-    Ok(items.items.into_iter().map(Arc::new).collect())
+    let (ok, skipped) = readable(items.items, "object");
+    for s in skipped {
+        let ns = s.namespace.map(|n| format!("{n}/")).unwrap_or_default();
+        eprintln!("warning: {} {ns}{} skipped: field {}: {}", K::kind(&()), s.name, s.field, s.error);
+    }
+    Ok(ok.into_iter().map(Arc::new).collect())
 }
 
 /// Lists what a VirtualMachine kind may not be installed for: an absent KubeVirt gives an empty list.
@@ -101,6 +108,7 @@ pub async fn fetch(client: &Client) -> anyhow::Result<(Cluster, DemandWindow, u6
         vmis: list_optional::<VirtualMachineInstance>(client).await?,
         pods: list::<Pod>(client).await?,
         migrations: list_optional::<VirtualMachineInstanceMigration>(client).await?,
+        skipped: Vec::new(),
     };
     let now = u64::try_from(unix_now()).unwrap_or(0);
     let mut demand = DemandWindow::default();

@@ -1,31 +1,35 @@
 //! `kubedrs run`: the operator's main. Wires the pipeline together: reflectors ([`super::inventory`]),
-//! leader election ([`super::leader`]), the per-pool controller ([`super::controller`]), the demand poller,
-//! `/metrics` + `/healthz` + `/readyz` ([`super::telemetry`]) and, when asked, the CPU-baseline admission
-//! webhook ([`super::webhook`]).
+//! the pools shared out on Leases ([`super::leader`]), the per-pool controller ([`super::controller`]), the demand poller,
+//! `/metrics` + `/healthz` + `/readyz` ([`super::telemetry`]) and, when asked, the admission webhooks
+//! ([`super::webhook`]: the CPU baseline on VMIs, the HostPool overlap check).
 //!
 //! Every flag has an environment variable (`KUBEDRS_...`) for the chart. The process stops on SIGTERM or
 //! SIGINT after the passes in progress end.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::StreamExt;
-use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::{Controller, controller, watcher};
-use kube::{Api, Client};
+use kube::Client;
+use kube::runtime::events::Reporter;
+use kube::runtime::{Controller, controller};
 
 use crate::controller::{Context, Memo, error_policy, reconcile};
-use crate::crd::{HostPool, parse_duration};
-use crate::inventory::{self, Trigger, debounced};
-use crate::leader::{self, Leadership};
+use crate::crd::parse_duration;
+use crate::inventory::{self, Reflectors, Trigger, debounced};
+use crate::leader::{self, Shards};
 use crate::observe::DemandWindow;
 use crate::pass::Settings;
+use crate::readiness::Readiness;
 use crate::telemetry::{self, Health, LogFormat, Metrics};
+use crate::tolerant::Skipped;
 use crate::webhook::{self, Baselines, WebhookState};
+
+/// Longest wait for one API request of a pass (a watch is not bounded: it is a long poll).
+pub const API_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Flags of `kubedrs run`.
 #[derive(Debug, Clone, clap::Args)]
@@ -36,19 +40,23 @@ pub struct RunArgs {
     /// Log format on stderr. The level comes from `RUST_LOG` (default `info`).
     #[arg(long, env = "KUBEDRS_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
-    /// Take part in leader election on a Lease: only the leader acts (run two replicas with this).
+    /// Share the pools out across replicas on Leases: each pool is acted on by the one replica holding its
+    /// Lease, and a replica stops acting before its Lease can expire. Without it this process acts on every
+    /// pool (run one replica only).
     #[arg(long, env = "KUBEDRS_LEADER_ELECT")]
     pub leader_elect: bool,
-    /// Namespace of the Lease (the chart sets `POD_NAMESPACE` from the downward API).
+    /// Namespace of the Leases (the chart sets `POD_NAMESPACE` from the downward API).
     #[arg(long, env = "POD_NAMESPACE", default_value = "kubedrs-system")]
     pub lease_namespace: String,
-    /// Name of the Lease.
+    /// Prefix of the Lease names: `<prefix>-pool-<pool>` per HostPool, `<prefix>-member-<replica>` per
+    /// replica (1-40 characters of a-z, 0-9 and '-').
     #[arg(long, env = "KUBEDRS_LEASE_NAME", default_value = "kubedrs")]
     pub lease_name: String,
     /// Decide and report (status, Events, metrics) but change nothing: no migration, no binding, no cordon.
     #[arg(long, env = "KUBEDRS_DRY_RUN")]
     pub dry_run: bool,
-    /// Serve the CPU-baseline admission webhook (HTTPS) on this address, e.g. `0.0.0.0:9443`.
+    /// Serve the admission webhooks (HTTPS: the CPU baseline on new VMIs, the HostPool overlap check) on
+    /// this address, e.g. `0.0.0.0:9443`.
     #[arg(long, env = "KUBEDRS_WEBHOOK_ADDR")]
     pub webhook_addr: Option<SocketAddr>,
     /// PEM certificate of the webhook.
@@ -84,13 +92,22 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 async fn main(args: RunArgs) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     telemetry::init_logging(args.log_format);
-    let client = Client::try_default().await.context("connecting to the Kubernetes API")?;
+    // No request may hold a pass: kube's client retries 429/503/504 for minutes by default; here such an
+    // answer fails that request (the pass retries on its next run), and a request waits at most
+    // API_TIMEOUT. Watches get their own client without the read timeout (a watch is a long poll).
+    let mut config = kube::Config::infer().await.context("reading the Kubernetes client configuration")?;
+    config.default_retry = false;
+    let watch_client = Client::try_from(config.clone()).context("connecting to the Kubernetes API")?;
+    config.read_timeout = Some(API_TIMEOUT);
+    config.reset_reader_on_write = true;
+    let client = Client::try_from(config).context("connecting to the Kubernetes API")?;
     let identity = leader::identity();
     tracing::info!(%identity, dry_run = args.dry_run, leader_elect = args.leader_elect, "kubedrs starting");
 
     let metrics = Arc::new(Metrics::new());
-    let ready = Arc::new(AtomicBool::new(false));
-    let health = Health { metrics: metrics.clone(), ready: ready.clone() };
+    let readiness = Readiness::default();
+    tokio::spawn(readiness.clone().probe_forever(client.clone()));
+    let health = Health { metrics: metrics.clone(), readiness: readiness.clone() };
     tokio::spawn({
         let addr = args.metrics_addr;
         async move {
@@ -100,40 +117,22 @@ async fn main(args: RunArgs) -> anyhow::Result<()> {
         }
     });
 
-    let leadership = if args.leader_elect {
-        Leadership::elect(client.clone(), &args.lease_namespace, &args.lease_name, &identity)
-            .await
-            .context("starting leader election")?
+    let reporter = Reporter { controller: "kubedrs".into(), instance: Some(identity.clone()) };
+    let shards = if args.leader_elect {
+        Shards::elect(client.clone(), reporter, &args.lease_namespace, &args.lease_name, &identity)?
     } else {
-        Leadership::always()
+        Shards::all(client.clone(), reporter, &identity)
     };
 
     // Reflectors.
     // The controller owns the HostPool reflector; a pass that patches the status triggers one more pass,
     // which finds nothing to change (the status is patched only when it changed).
-    let controller = Controller::new(Api::<HostPool>::all(client.clone()), watcher::Config::default())
-        .with_config(controller::Config::default().concurrency(2).debounce(Duration::from_secs(1)));
     let (trigger, pokes) = Trigger::new();
-    let inv = inventory::start(&client, controller.store(), &trigger);
-
-    // Leadership: metric, and a pass as soon as this replica takes over.
-    tokio::spawn({
-        let mut changes = leadership.subscribe();
-        let metrics = metrics.clone();
-        let trigger = trigger.clone();
-        async move {
-            loop {
-                let leads = *changes.borrow_and_update();
-                metrics.leader.set(i64::from(leads));
-                if leads {
-                    trigger.poke();
-                }
-                if changes.changed().await.is_err() {
-                    break;
-                }
-            }
-        }
-    });
+    let skipped = Skipped::new(metrics.objects_skipped.clone());
+    let reflectors = Reflectors { trigger: trigger.clone(), skipped, readiness: readiness.clone() };
+    let (inv, (pool_stream, pool_store)) = inventory::start(&watch_client, &reflectors);
+    let controller = Controller::for_stream(pool_stream, pool_store)
+        .with_config(controller::Config::default().concurrency(2).debounce(Duration::from_secs(1)));
 
     let demand = Arc::new(Mutex::new(DemandWindow::default()));
     tokio::spawn(inventory::poll_demand(client.clone(), inv.clone(), demand.clone(), args.demand_interval));
@@ -144,6 +143,8 @@ async fn main(args: RunArgs) -> anyhow::Result<()> {
             baselines: baselines.clone(),
             vms: Some(inv.vms.clone()),
             namespaces: Some(inv.namespaces.clone()),
+            pools: Some(inv.pools.clone()),
+            nodes: Some(inv.nodes.clone()),
         };
         let (cert, key) = (args.webhook_cert.clone(), args.webhook_key.clone());
         tokio::spawn(async move {
@@ -155,17 +156,29 @@ async fn main(args: RunArgs) -> anyhow::Result<()> {
 
     // Passes start once every cache has listed its objects (the HostPool stream is driven by the controller).
     inv.wait_ready().await.context("caches")?;
-    ready.store(true, Ordering::Relaxed);
     tracing::info!("caches synced");
 
-    let recorder = Recorder::new(client.clone(), Reporter { controller: "kubedrs".into(), instance: Some(identity) });
+    // Leases: metrics, and a pass as soon as this replica takes a pool.
+    tokio::spawn(shards.clone().run(inv.pools.clone(), {
+        let (metrics, trigger) = (metrics.clone(), trigger.clone());
+        move |tick| {
+            metrics.pools_owned.set(i64::try_from(tick.owned).unwrap_or(i64::MAX));
+            metrics.leader.set(i64::from(tick.owned > 0));
+            if tick.acquired {
+                trigger.poke();
+            }
+        }
+    }));
+    if !args.leader_elect {
+        metrics.leader.set(1);
+    }
+
     let ctx = Arc::new(Context {
         client,
         inventory: inv,
         demand,
         metrics,
-        leader: leadership,
-        recorder,
+        shards: shards.clone(),
         baselines,
         settings: Settings {
             dry_run: args.dry_run,
@@ -176,6 +189,7 @@ async fn main(args: RunArgs) -> anyhow::Result<()> {
             keep_finished: args.keep_finished,
         },
         memo: Mutex::new(Memo::default()),
+        readiness,
     });
     controller
         .reconcile_all_on(debounced(pokes, args.debounce))
@@ -187,6 +201,7 @@ async fn main(args: RunArgs) -> anyhow::Result<()> {
             }
         })
         .await;
+    shards.release_all().await;
     tracing::info!("kubedrs stopped");
     Ok(())
 }

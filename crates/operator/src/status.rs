@@ -19,7 +19,7 @@ use crate::crd::{
     MigrationsStatus, NodeConflict, PinnedVmStatus, RuleViolation, STATUS_LIST_LIMIT, condition,
 };
 use crate::migrations::Ledger;
-use kubedrs_engine::{Plan, Snapshot};
+use kubedrs_engine::{NodeState, Plan, Snapshot};
 
 /// Field manager of every server-side apply kubedrs makes.
 pub const FIELD_MANAGER: &str = "kubedrs";
@@ -155,23 +155,7 @@ pub fn compute(
             st.conflicting_nodes = p.conflicts.to_vec();
             st.balance_summary = Some(plan.balance_summary.clone()).filter(|s| !s.is_empty());
 
-            let mut degraded = Vec::new();
-            if !plan.blocked.is_empty() {
-                degraded.push(format!("{} VM(s) blocked", plan.blocked.len()));
-            }
-            if !p.conflicts.is_empty() {
-                let names: Vec<&str> = p.conflicts.iter().map(|c| c.node.as_str()).collect();
-                degraded.push(format!("node(s) matched by another pool, left alone: {}", names.join(", ")));
-            }
-            let backing_off = decision.held.iter().filter(|h| h.why.contains("failed migration")).count();
-            if backing_off > 0 {
-                degraded.push(format!("{backing_off} VM(s) backing off after failed migrations"));
-            }
-            if let (kubedrs_engine::CpuBaselinePolicy::Model(m), None) = (&snap.pool.cpu_baseline, &plan.baseline.model)
-            {
-                degraded
-                    .push(format!("CPU baseline {m} is not usable: {}", plan.baseline.why.clone().unwrap_or_default()));
-            }
+            let degraded = degraded_causes(snap, plan, decision, p.conflicts);
             let ready_msg = if p.dry_run {
                 format!("dry run: nothing is executed; {}", plan.balance_summary)
             } else {
@@ -180,10 +164,14 @@ pub fn compute(
             st.conditions = vec![
                 cond(condition::READY, true, "Planned", ready_msg),
                 cond(condition::VALID, true, "Valid", "the spec is valid".into()),
-                if degraded.is_empty() {
-                    cond(condition::DEGRADED, false, "AsPlanned", "kubedrs can do what the plan needs".into())
-                } else {
-                    cond(condition::DEGRADED, true, "Blocked", degraded.join("; "))
+                match degraded.first() {
+                    None => cond(condition::DEGRADED, false, "AsPlanned", "kubedrs can do what the plan needs".into()),
+                    Some((reason, _)) => cond(
+                        condition::DEGRADED,
+                        true,
+                        reason,
+                        degraded.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join("; "),
+                    ),
                 },
                 if p.paused {
                     cond(condition::PAUSED, true, "Paused", "spec.paused is true: kubedrs only reports".into())
@@ -194,6 +182,51 @@ pub fn compute(
         }
     }
     st
+}
+
+/// Why a planned pool is `Degraded`, most pressing first: `(reason, message)`. The reasons are the
+/// condition's (the first one) and the `Degraded` Events' (one per reason).
+pub fn degraded_causes(
+    snap: &Snapshot,
+    plan: &Plan,
+    decision: &Decision,
+    conflicts: &[NodeConflict],
+) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let not_ready: Vec<&str> =
+        snap.nodes.iter().filter(|n| n.state == NodeState::NotReady).map(|n| n.name.as_str()).collect();
+    if !not_ready.is_empty() {
+        let vms = snap.vms.iter().filter(|v| v.node.as_deref().is_some_and(|n| not_ready.contains(&n))).count();
+        out.push((
+            condition::REASON_NODES_NOT_READY,
+            format!(
+                "{} node(s) NotReady: {} ({vms} VM(s) on them; kubedrs cannot live-migrate from a node that is down)",
+                not_ready.len(),
+                not_ready.join(", ")
+            ),
+        ));
+    }
+    if !plan.blocked.is_empty() {
+        out.push((condition::REASON_VMS_BLOCKED, format!("{} VM(s) blocked", plan.blocked.len())));
+    }
+    if !conflicts.is_empty() {
+        let names: Vec<&str> = conflicts.iter().map(|c| c.node.as_str()).collect();
+        out.push((
+            condition::REASON_NODES_CLAIMED_TWICE,
+            format!("node(s) matched by another pool, left alone: {}", names.join(", ")),
+        ));
+    }
+    let backing_off = decision.held.iter().filter(|h| h.why.contains("failed migration")).count();
+    if backing_off > 0 {
+        out.push((condition::REASON_BACKING_OFF, format!("{backing_off} VM(s) backing off after failed migrations")));
+    }
+    if let (kubedrs_engine::CpuBaselinePolicy::Model(m), None) = (&snap.pool.cpu_baseline, &plan.baseline.model) {
+        out.push((
+            condition::REASON_BASELINE_UNUSABLE,
+            format!("CPU baseline {m} is not usable: {}", plan.baseline.why.clone().unwrap_or_default()),
+        ));
+    }
+    out
 }
 
 fn round(x: f64) -> f64 {

@@ -8,7 +8,13 @@
 //! name a model (or `host-passthrough`) keep it. Pools with `cpuBaseline: Off`, or without a resolved
 //! baseline, are left alone.
 //!
-//! The webhook never refuses a VMI: anything it cannot decide (an unknown pool, a body it cannot read) is
+//! A second, validating webhook on HostPool CREATE and UPDATE ([`overlap`], path [`VALIDATE_PATH`]) refuses
+//! a pool whose node selector would claim a node another pool already selects (a node belongs to one pool).
+//! It is registered with `failurePolicy: Ignore` too: with kubedrs down the pool is accepted, and the
+//! overlap is then reported on the pools (`Degraded`, `NodesClaimedByTwoPools`) and the nodes
+//! (`ClaimedByTwoPools` Events), as it is when labels change later.
+//!
+//! The mutating webhook never refuses a VMI: anything it cannot decide (an unknown pool, a body it cannot read) is
 //! allowed unchanged, and the chart registers it with `failurePolicy: Ignore`, so kubedrs being down never
 //! stops VMs from starting. [`mutate`] is the pure decision; [`serve`] is the HTTPS server (rustls, the
 //! certificate re-read every minute so a rotated Secret is picked up).
@@ -26,12 +32,17 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use kube::runtime::reflector::Store;
 
+use k8s_openapi::api::core::v1::Node;
+
+use crate::crd::HostPool;
 use crate::keys;
 use crate::kubevirt::{VirtualMachine, VirtualMachineInstance};
 use kubedrs_engine::Labels;
 
 /// Path the chart registers.
 pub const PATH: &str = "/mutate-virtualmachineinstances";
+/// Path of the validating webhook on HostPools.
+pub const VALIDATE_PATH: &str = "/validate-hostpools";
 
 /// The resolved baseline model of each pool whose `cpuBaseline` is not `Off`, updated by every pass.
 #[derive(Debug, Clone, Default)]
@@ -98,6 +109,80 @@ pub struct WebhookState {
     pub baselines: Baselines,
     pub vms: Option<Store<VirtualMachine>>,
     pub namespaces: Option<Store<k8s_openapi::api::core::v1::Namespace>>,
+    /// For the HostPool overlap check.
+    pub pools: Option<Store<HostPool>>,
+    pub nodes: Option<Store<Node>>,
+}
+
+/// Why `pool` may not be admitted: the nodes it would claim that another pool (not itself) already
+/// selects, or `None`. Pools whose spec is invalid select nothing (kubedrs does not use them).
+pub fn overlap(pool: &HostPool, others: &[Arc<HostPool>], nodes: &[Arc<Node>]) -> Option<String> {
+    let name = pool.metadata.name.clone().unwrap_or_default();
+    let mine = pool.spec.validate(&name).ok()?;
+    let mut clashes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for other in others {
+        let other_name = other.metadata.name.clone().unwrap_or_default();
+        if other_name == name {
+            continue;
+        }
+        let Ok(theirs) = other.spec.validate(&other_name) else { continue };
+        let shared: Vec<String> = nodes
+            .iter()
+            .filter(|n| {
+                let labels = n.metadata.labels.clone().unwrap_or_default();
+                mine.node_selector.matches(&labels) && theirs.node_selector.matches(&labels)
+            })
+            .filter_map(|n| n.metadata.name.clone())
+            .collect();
+        if !shared.is_empty() {
+            clashes.insert(other_name, shared);
+        }
+    }
+    if clashes.is_empty() {
+        return None;
+    }
+    let list: Vec<String> = clashes
+        .iter()
+        .map(|(p, ns)| {
+            let shown: Vec<&str> = ns.iter().take(5).map(String::as_str).collect();
+            let more = if ns.len() > 5 { format!(" and {} more", ns.len() - 5) } else { String::new() };
+            format!("{} (HostPool {p}){more}", shown.join(", "))
+        })
+        .collect();
+    Some(format!(
+        "spec.nodeSelector: HostPool {name} would claim node(s) another HostPool already selects: {}; a node \
+         belongs to one pool (narrow one of the selectors)",
+        list.join("; ")
+    ))
+}
+
+/// The response to one HostPool admission request: refused when it would overlap another pool.
+pub fn review_pool(req: &AdmissionRequest<DynamicObject>, state: &WebhookState) -> AdmissionResponse {
+    let resp = AdmissionResponse::from(req);
+    if !matches!(req.operation, Operation::Create | Operation::Update) {
+        return resp;
+    }
+    let (Some(obj), Some(pools), Some(nodes)) = (req.object.as_ref(), &state.pools, &state.nodes) else {
+        return resp;
+    };
+    // A body kubedrs cannot read is the schema's business: allowed.
+    let Ok(pool) = serde_json::to_value(obj).and_then(serde_json::from_value::<HostPool>) else { return resp };
+    let (pools, nodes) = (pools.state(), nodes.state());
+    // An update of a pool that already overlapped (labels changed since) is not refused for it: the
+    // overlap is reported on the pools, and the update may be the fix.
+    let overlapped_before = req
+        .old_object
+        .as_ref()
+        .and_then(|o| serde_json::to_value(o).and_then(serde_json::from_value::<HostPool>).ok())
+        .is_some_and(|old| overlap(&old, &pools, &nodes).is_some());
+    match overlap(&pool, &pools, &nodes) {
+        Some(_) if overlapped_before => resp,
+        None => resp,
+        Some(why) => {
+            tracing::info!(pool = ?pool.metadata.name, %why, "webhook: HostPool refused");
+            resp.deny(why)
+        }
+    }
 }
 
 /// The response to one admission request: always allowed, with a patch when a baseline applies.
@@ -155,9 +240,24 @@ async fn handle(
     Json(resp.into_review())
 }
 
+async fn handle_pool(
+    State(state): State<WebhookState>,
+    Json(body): Json<AdmissionReview<DynamicObject>>,
+) -> Json<AdmissionReview<DynamicObject>> {
+    let req: Result<AdmissionRequest<DynamicObject>, _> = body.try_into();
+    let resp = match req {
+        Ok(req) => review_pool(&req, &state),
+        Err(e) => {
+            tracing::warn!(error = %e, "webhook: malformed AdmissionReview");
+            AdmissionResponse::invalid(e.to_string())
+        }
+    };
+    Json(resp.into_review())
+}
+
 /// The router (also used by tests without TLS).
 pub fn router(state: WebhookState) -> Router {
-    Router::new().route(PATH, post(handle)).with_state(state)
+    Router::new().route(PATH, post(handle)).route(VALIDATE_PATH, post(handle_pool)).with_state(state)
 }
 
 /// Serves the webhook over HTTPS until the process ends, re-reading the certificate every minute.
@@ -239,11 +339,67 @@ mod tests {
         }))
         .unwrap();
         let req: AdmissionRequest<DynamicObject> = body.try_into().unwrap();
-        let state = WebhookState { baselines: Baselines::default(), vms: None, namespaces: None };
+        let state =
+            WebhookState { baselines: Baselines::default(), vms: None, namespaces: None, pools: None, nodes: None };
         let r = review(&req, &state);
         assert!(r.allowed && r.patch.is_none());
         state.baselines.set("prod", Some("Haswell-noTSX".into()));
         let r = review(&req, &state);
         assert!(r.allowed && r.patch.is_some());
+    }
+
+    fn pool_review(op: &str, new: &HostPool, old: Option<&HostPool>, state: &WebhookState) -> AdmissionResponse {
+        let mut req = serde_json::json!({
+            "uid": "1", "operation": op, "name": new.metadata.name,
+            "kind": {"group": "kubedrs.io", "version": "v1alpha1", "kind": "HostPool"},
+            "resource": {"group": "kubedrs.io", "version": "v1alpha1", "resource": "hostpools"},
+            "userInfo": {"username": "u"},
+            "object": serde_json::to_value(new).unwrap(),
+        });
+        if let Some(old) = old {
+            req["oldObject"] = serde_json::to_value(old).unwrap();
+        }
+        let body: AdmissionReview<DynamicObject> = serde_json::from_value(serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": req
+        }))
+        .unwrap();
+        review_pool(&body.try_into().unwrap(), state)
+    }
+
+    #[test]
+    fn a_pool_claiming_a_node_another_pool_selects_is_refused_naming_both() {
+        use crate::fixtures::{node, pool};
+        use kube::runtime::{reflector, watcher::Event};
+        let (pools, mut pw) = reflector::store::<HostPool>();
+        let (nodes, mut nw) = reflector::store::<Node>();
+        for n in [node("n1").in_pool("prod").build(), node("n2").label("disk", "ssd").build()] {
+            nw.apply_watcher_event(&Event::Apply(n));
+        }
+        let prod = pool("prod").selects(keys::POOL, "prod").build();
+        pw.apply_watcher_event(&Event::Apply(prod.clone()));
+        let state = WebhookState {
+            baselines: Baselines::default(),
+            vms: None,
+            namespaces: None,
+            pools: Some(pools),
+            nodes: Some(nodes),
+        };
+        // An empty selector matches every node, n1 included.
+        let everything = pool("all").build();
+        let r = pool_review("CREATE", &everything, None, &state);
+        assert!(!r.allowed);
+        assert!(r.result.message.contains("spec.nodeSelector"), "{}", r.result.message);
+        assert!(r.result.message.contains("n1 (HostPool prod)"), "{}", r.result.message);
+        // A selector of its own nodes is fine; so is the pool itself being updated.
+        assert!(pool_review("CREATE", &pool("ssd").selects("disk", "ssd").build(), None, &state).allowed);
+        assert!(pool_review("UPDATE", &prod, Some(&prod), &state).allowed);
+        // An update that brings an overlap in is refused; one of a pool that already overlapped is not.
+        let narrow = pool("all").selects("disk", "ssd").build();
+        assert!(!pool_review("UPDATE", &everything, Some(&narrow), &state).allowed);
+        assert!(pool_review("UPDATE", &everything, Some(&everything), &state).allowed);
+        // Without the caches (no store yet) everything is allowed.
+        let blind =
+            WebhookState { baselines: Baselines::default(), vms: None, namespaces: None, pools: None, nodes: None };
+        assert!(pool_review("CREATE", &everything, None, &blind).allowed);
     }
 }

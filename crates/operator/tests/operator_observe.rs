@@ -183,7 +183,8 @@ fn reservation_comes_from_the_launcher_pod_when_there_is_one() {
     assert_eq!((a.vcpus, a.memory_size_bytes), (4, 8 * GI));
     assert_eq!(a.cpu.reservation, 1100);
     assert_eq!(a.memory.reservation, 8392 * MI);
-    assert_eq!((a.cpu.limit, a.memory.limit), (Some(4000), Some(8 * GI)));
+    // The memory limit counts at least the reservation (the pod's request adds the overhead).
+    assert_eq!((a.cpu.limit, a.memory.limit), (Some(4000), Some(8392 * MI)));
     assert_eq!(a.namespace, "ns");
 }
 

@@ -126,7 +126,7 @@ const RBAC: &[(&str, &str, &[&str])] = &[
     ("kubevirt.io", "virtualmachines", &["list", "watch"]),
     ("kubevirt.io", "virtualmachineinstances", &["list", "watch"]),
     ("kubevirt.io", "virtualmachineinstancemigrations", &["list", "watch", "create", "delete"]),
-    ("kubedrs.io", "hostpools", &["list", "watch"]),
+    ("kubedrs.io", "hostpools", &["list", "watch", "patch"]),
     ("kubedrs.io", "hostpools/status", &["patch"]),
     ("metrics.k8s.io", "pods", &["list"]),
     ("events.k8s.io", "events", &["create", "patch"]),
@@ -158,8 +158,9 @@ fn the_cluster_role_grants_exactly_what_is_documented() {
     assert_eq!(granted, wanted);
     let lease_role = docs.iter().find(|d| d["kind"] == "Role").unwrap();
     assert_eq!(lease_role["rules"][0]["resources"], serde_json::json!(["leases"]));
-    // kube-lease-manager reads, creates and patches its Lease.
-    assert_eq!(lease_role["rules"][0]["verbs"], serde_json::json!(["get", "create", "patch"]));
+    // One Lease per pool and per replica: listed every tick, created, and renewed, taken over or released by
+    // update at the listed resourceVersion.
+    assert_eq!(lease_role["rules"][0]["verbs"], serde_json::json!(["list", "create", "update"]));
 }
 
 /// `kubectl apply -f manifests/examples/` is safe: no pool acts before its recommendations were read, and every

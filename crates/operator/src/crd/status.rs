@@ -10,13 +10,19 @@ pub mod condition {
     pub const READY: &str = "Ready";
     /// The spec is valid; `False` with reason `InvalidSpec` and a message naming the field otherwise.
     pub const VALID: &str = "Valid";
-    /// kubedrs runs but cannot do all it should (blocked evacuations, nodes claimed by two pools, failed
-    /// migrations, unknown baseline model).
+    /// kubedrs runs but cannot do all it should: nodes NotReady, blocked VMs, nodes claimed by two pools,
+    /// failed migrations, an unusable baseline model (the reason names the most pressing one).
     pub const DEGRADED: &str = "Degraded";
     /// `spec.paused` is true.
     pub const PAUSED: &str = "Paused";
     /// Reason of `Valid=False`.
     pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
+    /// Reasons of `Degraded=True` (the most pressing cause; the message lists them all).
+    pub const REASON_NODES_NOT_READY: &str = "NodesNotReady";
+    pub const REASON_VMS_BLOCKED: &str = "VmsBlocked";
+    pub const REASON_NODES_CLAIMED_TWICE: &str = "NodesClaimedByTwoPools";
+    pub const REASON_BACKING_OFF: &str = "BackingOff";
+    pub const REASON_BASELINE_UNUSABLE: &str = "BaselineUnusable";
 }
 
 /// Most items kept in each list of the status (recommendations, blocked VMs, pinned VMs...), so that a pool
@@ -34,6 +40,11 @@ pub struct HostPoolStatus {
     /// The `metadata.generation` this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The replica acting on the pool: the holder of the pool's Lease (`kubedrs run --leader-elect`), or
+    /// the only process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub owner: Option<String>,
     /// Nodes in the pool (any state).
     #[serde(default)]
     pub nodes: u32,
