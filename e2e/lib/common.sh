@@ -26,10 +26,6 @@ METRICS_SERVER_PORT="${E2E_METRICS_SERVER_PORT:-30443}"
 VIRT_API_PORT="${E2E_VIRT_API_PORT:-30844}"
 VIRT_CONTROLLER_PORT="${E2E_VIRT_CONTROLLER_PORT:-30845}"
 
-# KubeVirt: `real` (virt-controller and virt-api built from the module, e2e/lib/kubevirt.sh; scenarios
-# start the node emulator) or `emulated` (the former whole-KubeVirt emulator, CRDs from schemas).
-E2E_KUBEVIRT="${E2E_KUBEVIRT:-real}"
-
 KUBECONFIG_PATH="$RUN_DIR/kubeconfig"
 PKI="$RUN_DIR/pki"
 LOGS="$RUN_DIR/logs"

@@ -60,7 +60,7 @@ start_virt_api() {
   local certs="$PKI/kubevirt"
   # Args as virt-operator's Deployment (components.NewApiServerDeployment), plus where this host has
   # what a Pod would get mounted.
-  proc_start virt-api "$KUBEVIRT_BIN/virt-api" \
+  proc_supervise virt-api "$KUBEVIRT_BIN/virt-api" \
     --kubeconfig="$RUN_DIR/virt-api.kubeconfig" \
     --listen=127.0.0.1 --port="$VIRT_API_PORT" \
     --console-server-port=8186 \
@@ -77,10 +77,11 @@ start_virt_api() {
 start_virt_controller() {
   local certs="$PKI/kubevirt"
   # Args as components.NewControllerDeployment; the images are never pulled (KWOK runs the pods). A
-  # longer lease than KubeVirt's 15 s: virt-controller exits when it cannot renew it (a Deployment would
-  # restart it; nothing does here), and an API server slowed down by a loaded 2-core machine once made
-  # it miss a 10 s renew deadline.
-  proc_start virt-controller "$KUBEVIRT_BIN/virt-controller" \
+  # longer lease than KubeVirt's 15 s: virt-controller exits when it cannot renew it (the supervisor
+  # starts it again, as a Deployment's kubelet would; its identity is the host name, so the new process
+  # takes the lease over at once), and an API server slowed down by a loaded 2-core machine once made it
+  # miss a 10 s renew deadline.
+  proc_supervise virt-controller "$KUBEVIRT_BIN/virt-controller" \
     --kubeconfig="$RUN_DIR/virt-controller.kubeconfig" \
     --listen=127.0.0.1 --port="$VIRT_CONTROLLER_PORT" \
     --launcher-image="quay.io/kubevirt/virt-launcher:$KUBEVIRT_VERSION" \

@@ -4,10 +4,12 @@
 #   .run/logs/<name>.log   its stdout+stderr
 # A pid only counts as ours if /proc/<pid>/exe is the binary we started
 # (guards against pid reuse after a reboot or a crash).
+# Supervised processes (proc_supervise: virt-api, virt-controller) also have
+#   .run/pids/<name>.supervisor.pid   the supervisor (lib/supervise.sh) that restarts them
+#   .run/restarts/<name>              their restart count
 
 # Start order; stop runs it backwards.
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok metrics-server)
-[[ "${E2E_KUBEVIRT:-real}" == real ]] && COMPONENTS+=(virt-api virt-controller)
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok metrics-server virt-api virt-controller)
 
 proc_pid() { # name -> prints pid if that process is alive and ours
   local f="$PIDS/$1.pid" pid exe
@@ -38,9 +40,36 @@ proc_start() {
   disown $! 2>/dev/null || true
 }
 
+# supervisor_pid NAME -> prints the pid of NAME's supervisor if it runs.
+supervisor_pid() {
+  local f="$PIDS/$1.supervisor.pid" pid
+  [[ -f "$f" ]] || return 1
+  pid="$(cat "$f")"
+  [[ -n "$pid" && -d "/proc/$pid" ]] || return 1
+  [[ "$( { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null)" == *"lib/supervise.sh $1 "* ]] || return 1
+  echo "$pid"
+}
+
+# proc_supervise NAME BINARY ARGS...: like proc_start, under lib/supervise.sh, which starts the binary again
+# whenever it exits (logged in .run/logs/<name>.restarts.log, counted in .run/restarts/<name>).
+proc_supervise() {
+  local name="$1" bin="$2"; shift 2
+  if supervisor_pid "$name" >/dev/null; then return 0; fi
+  mkdir -p "$PIDS" "$LOGS"
+  [[ -x "$bin" ]] || die "missing binary $bin (run: e2e/cluster build)"
+  [[ -s "$LOGS/$name.log" ]] && mv -f "$LOGS/$name.log" "$LOGS/$name.log.prev"
+  rm -f "$LOGS/$name.restarts.log" "$PIDS/$name.pid"
+  log "starting $name (supervised: restarted when it exits)"
+  printf '%q ' "$bin" "$@" >"$LOGS/$name.cmdline"
+  setsid bash "$E2E_DIR/lib/supervise.sh" "$name" "$RUN_DIR" "$bin" "$@" </dev/null >/dev/null 2>&1 9>&- &
+  disown $! 2>/dev/null || true
+}
+
 # Fail fast with the log tail if a process died while we wait for it.
 proc_expect_alive() {
   local name="$1" pid
+  # A supervised process is alive as long as its supervisor is (it may be between two runs).
+  if supervisor_pid "$name" >/dev/null; then return 0; fi
   # Right after the start the pid may still be setsid's, before it execs the binary (seen on a loaded
   # machine): alive all the same.
   pid="$(cat "$PIDS/$name.pid" 2>/dev/null || true)"
@@ -67,10 +96,17 @@ wait_ready() {
   done
 }
 
-# proc_stop_all NAME...: SIGTERM all at once, wait up to 10s, then SIGKILL.
+# proc_stop_all NAME...: SIGTERM all at once (supervisors first, so that nothing is restarted), wait up to
+# 10s, then SIGKILL.
 proc_stop_all() {
   local name pid i alive
   local -a pids=() names=()
+  for name in "$@"; do
+    if pid="$(supervisor_pid "$name")"; then
+      kill -TERM "$pid" 2>/dev/null || true
+      pids+=("$pid"); names+=("$name supervisor")
+    fi
+  done
   for name in "$@"; do
     if pid="$(proc_pid "$name")"; then
       kill -TERM "$pid" 2>/dev/null || true
@@ -90,13 +126,19 @@ proc_stop_all() {
     fi
     log "stopped ${names[i]} (pid ${pids[i]})"
   done
-  for name in "$@"; do rm -f "$PIDS/$name.pid"; done
+  for name in "$@"; do rm -f "$PIDS/$name.pid" "$PIDS/$name.supervisor.pid"; done
 }
 
 # Server processes started from our binary cache whose command line points
-# into our run dir (left over from an interrupted run, or a lost pid file).
+# into our run dir (left over from an interrupted run, or a lost pid file);
+# supervisors of such processes first (killed first, they cannot restart them).
 stragglers() {
-  local p exe
+  local p exe cmd
+  for p in /proc/[0-9]*; do
+    cmd="$( { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null)" || continue
+    [[ "$cmd" == *"lib/supervise.sh "* && "$cmd" == *" $RUN_DIR "* ]] || continue
+    echo "${p#/proc/}"
+  done
   for p in /proc/[0-9]*; do
     exe="$(readlink "$p/exe" 2>/dev/null)" || continue
     exe="${exe% (deleted)}"

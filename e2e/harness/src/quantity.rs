@@ -1,4 +1,4 @@
-//! Kubernetes quantities, only as far as the emulator needs them (CPU in millicores, memory in bytes).
+//! Kubernetes quantities, only as far as the harness needs them (CPU in millicores, memory in bytes).
 
 /// `"500m"`, `"2"`, `"0.5"` -> millicores.
 pub fn cpu_millis(q: &str) -> Option<i64> {

@@ -9,16 +9,22 @@
 //! [`scenario`] (a scenario and the cluster reset), [`kwok`] (descheduler, KWOK pools, metrics API); paths
 //! and binaries here.
 
+mod cluster;
+mod invariants;
 mod kwok;
 mod objects;
 mod poll;
 mod process;
+mod proxy;
 mod scenario;
 
+pub use cluster::*;
+pub use invariants::*;
 pub use kwok::*;
 pub use objects::*;
 pub use poll::*;
 pub use process::*;
+pub use proxy::*;
 pub use scenario::*;
 
 use std::path::{Path, PathBuf};
@@ -73,21 +79,6 @@ pub(crate) fn target_profile_dir() -> PathBuf {
 /// `e2e/test` with `cargo build --bin kubedrs` before the suite).
 pub fn kubedrs_bin() -> PathBuf {
     std::env::var_os("KUBEDRS_BIN").map(PathBuf::from).unwrap_or_else(|| target_profile_dir().join("kubedrs"))
-}
-
-/// The emulator binary: `KUBEVIRT_EMULATOR_BIN`, else `kubevirt-emulator` in the target directory (cargo
-/// builds it before this crate's integration tests).
-pub fn emulator_bin() -> PathBuf {
-    std::env::var_os("KUBEVIRT_EMULATOR_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target_profile_dir().join("kubevirt-emulator"))
-}
-
-/// Which KubeVirt the cluster runs (`E2E_KUBEVIRT`, as `e2e/cluster up` had it): `real` (virt-controller
-/// and virt-api built from KubeVirt's module; scenarios start the node emulator `kubevirt-node`) or
-/// `emulated` (scenarios start the whole-KubeVirt emulator `kubevirt-emulator`).
-pub fn real_kubevirt() -> bool {
-    std::env::var("E2E_KUBEVIRT").map_or(true, |v| v != "emulated")
 }
 
 /// The node emulator binary: `KUBEVIRT_NODE_BIN`, else `kubevirt-node` in the target directory.

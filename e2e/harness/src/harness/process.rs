@@ -109,3 +109,18 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
     }
     found
 }
+
+// Components of `e2e/cluster up`
+
+/// The pid of a component `e2e/cluster up` started (`<run dir>/pids/<name>.pid`), if it runs.
+pub fn component_pid(name: &str) -> Option<u32> {
+    let pid: u32 =
+        std::fs::read_to_string(run_dir().join("pids").join(format!("{name}.pid"))).ok()?.trim().parse().ok()?;
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+}
+
+/// How many times `e2e/cluster`'s supervisor (`e2e/lib/supervise.sh`) restarted a component
+/// (`virt-controller`, `virt-api`): `<run dir>/restarts/<name>`; `None` if it is not supervised.
+pub fn component_restarts(name: &str) -> Option<u64> {
+    std::fs::read_to_string(run_dir().join("restarts").join(name)).ok()?.trim().parse().ok()
+}

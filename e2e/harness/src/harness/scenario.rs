@@ -12,8 +12,7 @@ use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Pos
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
-use crate::emulator::{vm_resource, vmi_resource, vmim_resource};
-use crate::kubevirt::{self as kv, str_at};
+use crate::kubevirt::{self as kv, str_at, vm_resource, vmi_resource, vmim_resource};
 
 use super::*;
 
@@ -61,21 +60,16 @@ impl Scenario {
         })
     }
 
-    /// Starts the KubeVirt emulator with `args` (`--migration-rate`, `--phase-step-ms`, ...): with the real
-    /// KubeVirt the node emulator (`kubevirt-node --help`): the kubelet with the cluster's kubeconfig,
-    /// virt-handler with its service account's (`<run dir>/virt-handler.kubeconfig`, written by
-    /// `e2e/cluster up`); else the
-    /// whole-KubeVirt emulator (`kubevirt-emulator --help`).
+    /// Starts the node emulator (`kubevirt-node --help`) with `args` (`--migration-rate`,
+    /// `--phase-step-ms`, ...): the kubelet with the cluster's kubeconfig, virt-handler with its service
+    /// account's (`<run dir>/virt-handler.kubeconfig`, written by `e2e/cluster up`).
     pub fn start_emulator(&mut self, args: &[&str]) -> anyhow::Result<usize> {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let mut env = vec![("RUST_LOG", "info".to_string())];
-        let bin = if real_kubevirt() {
-            env.push(("KUBEVIRT_HANDLER_KUBECONFIG", run_dir().join("virt-handler.kubeconfig").display().to_string()));
-            node_emulator_bin()
-        } else {
-            emulator_bin()
-        };
-        let c = Child::spawn(&format!("{}-emulator", self.name), &bin, &args, &env)?;
+        let env = [
+            ("RUST_LOG", "info".to_string()),
+            ("KUBEVIRT_HANDLER_KUBECONFIG", run_dir().join("virt-handler.kubeconfig").display().to_string()),
+        ];
+        let c = Child::spawn(&format!("{}-emulator", self.name), &node_emulator_bin(), &args, &env)?;
         self.children.push(c);
         Ok(self.children.len() - 1)
     }
@@ -83,6 +77,16 @@ impl Scenario {
     /// Starts `kubedrs run` as replica `id`, with its Lease in the scenario's namespace, a 5 s demand
     /// interval and `extra` flags; returns the child's index and its metrics port.
     pub fn start_operator(&mut self, id: &str, extra: &[&str]) -> anyhow::Result<(usize, u16)> {
+        self.start_operator_env(id, extra, &[])
+    }
+
+    /// [`Scenario::start_operator`] with more environment (e.g. `KUBECONFIG` of a proxy).
+    pub fn start_operator_env(
+        &mut self,
+        id: &str,
+        extra: &[&str],
+        more_env: &[(&str, String)],
+    ) -> anyhow::Result<(usize, u16)> {
         let port = free_port();
         let mut args: Vec<String> = [
             "run",
@@ -107,7 +111,8 @@ impl Scenario {
         if !bin.exists() {
             bail!("{} is missing: build it first (cargo build --bin kubedrs)", bin.display());
         }
-        let env = [("POD_NAME", format!("{}-{id}", self.name)), ("RUST_LOG", "info,kube_runtime=warn".into())];
+        let mut env = vec![("POD_NAME", format!("{}-{id}", self.name)), ("RUST_LOG", "info,kube_runtime=warn".into())];
+        env.extend(more_env.iter().cloned());
         let c = Child::spawn(&format!("{}-kubedrs-{id}", self.name), &bin, &args, &env)?;
         self.children.push(c);
         Ok((self.children.len() - 1, port))
@@ -379,12 +384,15 @@ pub async fn install_crd(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Deletes every HostPool and scenario namespace (stripping migration finalizers a dead emulator left),
+/// Deletes every HostPool and scenario namespace (stripping migration finalizers left behind),
 /// and clears kubedrs' labels, annotations and cordons from every node.
 pub async fn reset(client: &Client) -> anyhow::Result<()> {
     install_crd(client).await?;
     let pools: Api<DynamicObject> = Api::all_with(client.clone(), &hostpool_resource());
     for p in pools.list(&ListParams::default()).await?.items {
+        // kubedrs' cleanup finalizer needs a running operator; the reset is cleanup, not under test.
+        let patch = json!({"metadata": {"finalizers": null}});
+        let _ = pools.patch(&p.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await;
         let _ = pools.delete(&p.name_any(), &DeleteParams::default()).await;
     }
     let nss: Api<Namespace> = Api::all(client.clone());
@@ -401,7 +409,7 @@ pub async fn reset(client: &Client) -> anyhow::Result<()> {
     eventually("scenario namespaces gone", Duration::from_secs(120), || async {
         let left = nss.list(&ListParams::default().labels(TEST_LABEL)).await?.items;
         for ns in &left {
-            // A VMIM keeps its finalizer until a (living) emulator removes it.
+            // A VMIM keeps its finalizer until virt-controller cleans the migration up.
             let vmims: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns.name_any(), &vmim_resource());
             for m in vmims.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default() {
                 if m.metadata.deletion_timestamp.is_some() || ns.metadata.deletion_timestamp.is_some() {
