@@ -81,6 +81,7 @@ fn metric_names_and_labels_in_the_docs_are_the_ones_the_operator_exposes() {
     m.record_plan("prod", &plan, 1, 0.05);
     m.count_migration("prod", "balance", "succeeded");
     m.pass_error("prod", "observe");
+    m.pass_put_off("prod", "caches-stale");
     m.objects_skipped.get_or_create(&vec![("kind".to_string(), "HostPool".to_string())]).set(1);
     let text = m.encode().unwrap();
     // name -> label keys, with the suffixes Prometheus adds to counters and histograms.

@@ -94,6 +94,7 @@ pub async fn reconcile(pool: Arc<HostPool>, ctx: Arc<Context>) -> Result<Requeue
     // Decisions on a stale cache would repeat writes it does not show yet, or miss changes.
     if let Err(why) = ctx.readiness.check() {
         tracing::debug!(pool = %name, why = %why.join("; "), "caches stale: pass put off");
+        ctx.metrics.pass_put_off(&name, "caches-stale");
         return Ok(Requeue::requeue(Duration::from_secs(2)));
     }
     // The finalizer is written through the pool's fenced client, like everything else.

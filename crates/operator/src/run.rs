@@ -107,7 +107,17 @@ async fn main(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let readiness = Readiness::default();
     tokio::spawn(readiness.clone().probe_forever(client.clone()));
-    let health = Health { metrics: metrics.clone(), readiness: readiness.clone() };
+    let reporter = Reporter { controller: "kubedrs".into(), instance: Some(identity.clone()) };
+    let shards = if args.leader_elect {
+        Shards::elect(client.clone(), reporter, &args.lease_namespace, &args.lease_name, &identity)?
+    } else {
+        Shards::all(client.clone(), reporter, &identity)
+    };
+    let health = Health {
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
+        shards: args.leader_elect.then(|| shards.clone()),
+    };
     tokio::spawn({
         let addr = args.metrics_addr;
         async move {
@@ -116,13 +126,6 @@ async fn main(args: RunArgs) -> anyhow::Result<()> {
             }
         }
     });
-
-    let reporter = Reporter { controller: "kubedrs".into(), instance: Some(identity.clone()) };
-    let shards = if args.leader_elect {
-        Shards::elect(client.clone(), reporter, &args.lease_namespace, &args.lease_name, &identity)?
-    } else {
-        Shards::all(client.clone(), reporter, &identity)
-    };
 
     // Reflectors.
     // The controller owns the HostPool reflector; a pass that patches the status triggers one more pass,

@@ -13,9 +13,11 @@
 //!   `MigrationRefused` Event and the engine's backoff);
 //! - `kubedrs_migrations_in_flight{pool}`;
 //! - `kubedrs_pass_duration_seconds{pool}` (histogram);
-//! - also `kubedrs_pass_errors_total{pool,step}`, `kubedrs_leader` (1 on a replica that acts on at least one
-//!   pool), `kubedrs_pools_owned` (pools whose Lease this replica holds) and `kubedrs_objects_skipped{kind}`
-//!   (objects no step can read, left out until fixed: see `tolerant.rs`).
+//! - also `kubedrs_pass_errors_total{pool,step}`, `kubedrs_passes_put_off_total{pool,reason}` (`caches-stale`:
+//!   a pass waits 2 s rather than decide on caches that missed changes), `kubedrs_leader` (1 on a replica that
+//!   acts on at least one pool), `kubedrs_pools_owned` (pools whose Lease this replica holds: read from the
+//!   fences when scraped, so they drop the moment a fence does) and `kubedrs_objects_skipped{kind}` (objects
+//!   no step can read, left out until fixed: see `tolerant.rs`).
 //!
 //! `/healthz` answers 200 while the process serves (liveness: a restart would not help an API server that
 //! is down); `/readyz` answers 200 while the caches are fresh and the API server answers, else 503 with
@@ -60,6 +62,7 @@ pub struct Metrics {
     pub in_flight: Family<Labels, Gauge>,
     pub pass_duration: Family<Labels, Histogram>,
     pub pass_errors: Family<Labels, Counter>,
+    pub passes_put_off: Family<Labels, Counter>,
     pub leader: Gauge,
     pub objects_skipped: Family<Labels, Gauge>,
     pub pools_owned: Gauge,
@@ -86,6 +89,7 @@ impl Metrics {
             in_flight: Family::default(),
             pass_duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 16))),
             pass_errors: Family::default(),
+            passes_put_off: Family::default(),
             leader: Gauge::default(),
             objects_skipped: Family::default(),
             pools_owned: Gauge::default(),
@@ -125,6 +129,11 @@ impl Metrics {
             m.pass_duration.clone(),
         );
         registry.register("kubedrs_pass_errors", "Passes that failed, by step", m.pass_errors.clone());
+        registry.register(
+            "kubedrs_passes_put_off",
+            "Passes not run because deciding then would be unsafe, by reason",
+            m.passes_put_off.clone(),
+        );
         registry.register(
             "kubedrs_objects_skipped",
             "Watched objects kubedrs cannot read (a field out of range or of the wrong type) and skips, by kind",
@@ -183,6 +192,10 @@ impl Metrics {
         self.pass_errors.get_or_create(&labels(&[("pool", pool), ("step", step)])).inc();
     }
 
+    pub fn pass_put_off(&self, pool: &str, reason: &str) {
+        self.passes_put_off.get_or_create(&labels(&[("pool", pool), ("reason", reason)])).inc();
+    }
+
     /// Drops the series of a deleted pool.
     pub fn forget_pool(&self, pool: &str) {
         let p = labels(&[("pool", pool)]);
@@ -210,9 +223,17 @@ pub struct Health {
     pub metrics: Arc<Metrics>,
     /// Are the caches fresh (see [`crate::readiness`])?
     pub readiness: crate::readiness::Readiness,
+    /// With `--leader-elect`: the pools this replica holds, read when `/metrics` is scraped. A fence goes down
+    /// on the clock, even while the tick that would notice waits on an unreachable API server.
+    pub shards: Option<crate::leader::Shards>,
 }
 
 async fn metrics(State(h): State<Health>) -> impl IntoResponse {
+    if let Some(shards) = &h.shards {
+        let owned = shards.owned();
+        h.metrics.pools_owned.set(i64::try_from(owned).unwrap_or(i64::MAX));
+        h.metrics.leader.set(i64::from(owned > 0));
+    }
     match h.metrics.encode() {
         Ok(body) => (
             StatusCode::OK,
@@ -263,7 +284,9 @@ pub enum LogFormat {
 /// Installs the tracing subscriber; the filter comes from `RUST_LOG` (default `info`).
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::new(log_directives(std::env::var("RUST_LOG").ok()));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: `kubectl logs` and log collectors would get the escape codes as text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),

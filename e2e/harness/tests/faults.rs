@@ -117,12 +117,14 @@ fn leads(port: u16) -> Option<bool> {
     metric_value(&metrics_quick(port)?, "kubedrs_leader", &[]).map(|v| v == 1.0)
 }
 
-/// Passes run so far (finished or failed): the pass histogram's count plus the pass errors.
+/// Passes so far (finished, failed, or put off while the caches are stale): the pass histogram's count, the
+/// pass errors and the put-off passes. A put-off pass is a decision taken within 2 s, not a stall.
 fn passes(port: u16) -> Option<f64> {
     let m = metrics_quick(port)?;
     Some(
         metric_value(&m, "kubedrs_pass_duration_seconds_count", &[]).unwrap_or(0.0)
-            + metric_value(&m, "kubedrs_pass_errors_total", &[]).unwrap_or(0.0),
+            + metric_value(&m, "kubedrs_pass_errors_total", &[]).unwrap_or(0.0)
+            + metric_value(&m, "kubedrs_passes_put_off_total", &[]).unwrap_or(0.0),
     )
 }
 
@@ -653,7 +655,8 @@ async fn not_ready_body(s: &mut Scenario, pool_nodes: &[String], source: bool) -
 
 /// (h) Between kubedrs and the API server, a proxy answers 429 for 30 s, then delays every request by 2 s
 /// for 30 s, then cuts kubedrs off for 20 s, during an evacuation: kubedrs stays live, its passes go on
-/// (the pass counter moves at least every 25 s: the pool's 10 s interval and a slowed pass), `/readyz` turns false while it cannot reach the API
+/// (the pass counter, put-off passes included, moves at least every 25 s: the pool's 10 s interval and a
+/// slowed pass), `/readyz` turns false while it cannot reach the API
 /// server and true within seconds after, and the evacuation ends.
 #[tokio::test]
 async fn h_api_throttled_slow_and_unreachable() -> anyhow::Result<()> {
