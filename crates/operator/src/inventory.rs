@@ -3,8 +3,8 @@
 //! The input side of **observe**: every pass reads the stores ([`Inventory::cluster`]) and hands them to the
 //! pure [`crate::observe::observe`]. One reflector (watch + cache) per kind: Nodes, Namespaces,
 //! HostPools (owned by the controller, see `controller.rs`), VirtualMachines, VirtualMachineInstances, Pods
-//! (all of them: pods that are not VMs take node capacity; managed fields are dropped to save memory), and
-//! VirtualMachineInstanceMigrations.
+//! (all of them: pods that are not VMs take node capacity; each is cut down to what observe reads, see
+//! [`slim_pod`]), and VirtualMachineInstanceMigrations.
 //!
 //! Passes run on each pool's `interval` (always: load changes without any event) and on relevant changes,
 //! debounced ([`debounced`]): a node's maintenance annotation, cordon, readiness or labels; a VM's labels or
@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Container, Namespace, Node, Pod, PodSpec, PodStatus};
 use kube::api::ListParams;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -161,11 +161,42 @@ fn vmim_fp(m: &VirtualMachineInstanceMigration) -> Option<String> {
     Some(m.phase().to_string())
 }
 
-/// Drops what no step reads (managed fields, the last-applied annotation) to keep the caches small.
-fn slim<K: Resource>(obj: &mut K) {
+/// Drops what no step reads (managed fields, the last-applied annotation; most of a pod) to keep the
+/// caches small.
+fn slim<K: Resource + 'static>(obj: &mut K) {
     obj.meta_mut().managed_fields = None;
     if let Some(a) = obj.meta_mut().annotations.as_mut() {
         a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+    if let Some(pod) = (obj as &mut dyn std::any::Any).downcast_mut::<Pod>() {
+        slim_pod(pod);
+    }
+}
+
+/// Pods are most of what kubedrs caches (a virt-launcher pod is several KiB of volumes, environment and
+/// container statuses, and the cluster's other pods count too): only what observe reads is kept, the
+/// metadata, the node, the scheduler, the node selector, the overhead, each container's name and resources
+/// (and restart policy: a sidecar's), and the phase.
+fn slim_pod(pod: &mut Pod) {
+    let container = |c: Container| Container {
+        name: c.name,
+        resources: c.resources,
+        restart_policy: c.restart_policy,
+        ..Container::default()
+    };
+    if let Some(spec) = pod.spec.take() {
+        pod.spec = Some(PodSpec {
+            node_name: spec.node_name,
+            scheduler_name: spec.scheduler_name,
+            node_selector: spec.node_selector,
+            overhead: spec.overhead,
+            containers: spec.containers.into_iter().map(container).collect(),
+            init_containers: spec.init_containers.map(|cs| cs.into_iter().map(container).collect()),
+            ..PodSpec::default()
+        });
+    }
+    if let Some(status) = pod.status.take() {
+        pod.status = Some(PodStatus { phase: status.phase, ..PodStatus::default() });
     }
 }
 
@@ -348,6 +379,46 @@ mod tests {
         assert_eq!(s.next().await, Some(()));
         drop(t);
         assert_eq!(s.next().await, None);
+    }
+
+    #[test]
+    fn a_slim_pod_keeps_what_observe_reads() {
+        use k8s_openapi::api::core::v1::{ContainerStatus, EnvVar, Volume};
+        let v = vmi("ns/a").build();
+        let mut pod = launcher(&v).on("n1").requests("2", "4Gi").limits("2", "4Gi").phase("Running").build();
+        let spec = pod.spec.as_mut().unwrap();
+        spec.scheduler_name = Some("kubedrs".into());
+        spec.node_selector = Some([("kubevirt.io/schedulable".to_string(), "true".to_string())].into());
+        spec.volumes = Some(vec![Volume { name: "private".into(), ..Volume::default() }; 20]);
+        spec.containers[0].env = Some(vec![
+            EnvVar {
+                name: "XDG_CACHE_HOME".into(),
+                value: Some("/var/run/kubevirt-private".into()),
+                ..EnvVar::default()
+            };
+            20
+        ]);
+        spec.init_containers =
+            Some(vec![Container { name: "init".into(), image: Some("virt-launcher".into()), ..Container::default() }]);
+        pod.status.as_mut().unwrap().container_statuses = Some(vec![ContainerStatus {
+            name: "compute".into(),
+            image: "virt-launcher".into(),
+            ..ContainerStatus::default()
+        }]);
+        let mut slimmed = pod.clone();
+        slim(&mut slimmed);
+
+        let size = |p: &Pod| serde_json::to_vec(p).unwrap().len();
+        assert!(size(&slimmed) * 3 < size(&pod), "{} bytes of {}", size(&slimmed), size(&pod));
+        assert_eq!(crate::observe::pod_requests(&slimmed), crate::observe::pod_requests(&pod));
+        assert_ne!(crate::observe::pod_requests(&slimmed), kubedrs_engine::Resources::ZERO);
+        assert_eq!(crate::observe::launcher_vmi_key(&slimmed), crate::observe::launcher_vmi_key(&pod));
+        assert_eq!(pod_fp(&slimmed), pod_fp(&pod));
+        let (a, b) = (slimmed.spec.unwrap(), pod.spec.unwrap());
+        assert_eq!((a.node_name, a.scheduler_name, a.node_selector), (b.node_name, b.scheduler_name, b.node_selector));
+        assert_eq!(a.containers[0].resources, b.containers[0].resources);
+        assert_eq!(slimmed.status.unwrap().phase.as_deref(), Some("Running"));
+        assert_eq!(slimmed.metadata, pod.metadata);
     }
 
     #[test]
