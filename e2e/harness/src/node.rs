@@ -29,6 +29,10 @@
 //!
 //! Everything it knows is in the API objects (the copy's start is `migrationState.startTimestamp`): a
 //! restarted emulator carries on.
+//!
+//! A pass first decides every write (in order: a node's admissions count the pods admitted before them),
+//! then sends them [`WRITERS`] at a time, as the many kubelets and virt-handlers of a real cluster would: a
+//! pass over thousands of VMIs does not wait on one round trip after another.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -82,6 +86,8 @@ pub const MIGRATION_IP: &str = "127.0.0.1";
 /// The machine type QEMU reports for KubeVirt's default `q35` (the nodes carry both labels).
 pub const MACHINE_TYPE: &str = "pc-q35-rhel9.6.0";
 const FIELD_MANAGER: &str = "kubevirt-node";
+/// Writes of one pass in flight at once (one per node and kind would be the real figure: thousands).
+const WRITERS: usize = 32;
 const KWOK_NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
 const HEARTBEAT: &str = "kubevirt.io/heartbeat";
 
@@ -129,6 +135,14 @@ pub async fn run(client: Client, handler: Client, cfg: Config) -> anyhow::Result
     }
     tracing::info!("kubevirt-node stopped");
     Ok(())
+}
+
+/// One write a pass decided, and what to log once it succeeded.
+enum Write {
+    /// The kubelet's pod status.
+    Pod { pod: Value, status: Value, log: String },
+    /// virt-handler's VMI status (and labels).
+    Vmi { vmi: Value, status: Value, labels: Option<Value>, log: String },
 }
 
 struct NodeEmulator {
@@ -352,18 +366,37 @@ impl NodeEmulator {
         let pods: Vec<Value> = self.stores.pods.state().iter().map(|p| to_value(p.as_ref())).collect();
         let vmis: BTreeMap<String, Value> =
             self.stores.vmis.state().iter().map(|o| to_value(o.as_ref())).map(|v| (uid(&v), v)).collect();
-        self.kubelet(&kwok_nodes, &pods, &vmis).await;
+        let mut writes = Vec::new();
+        self.kubelet(&kwok_nodes, &pods, &vmis, &mut writes);
         let vms: BTreeMap<String, Value> =
             self.stores.vms.state().iter().map(|o| to_value(o.as_ref())).map(|v| (key(&v), v)).collect();
         let live: std::collections::HashSet<String> = vmis.keys().cloned().collect();
         self.step_since.retain(|k, _| live.contains(k.split('/').next().unwrap_or_default()));
         for vmi in vmis.values() {
-            if deleting(vmi) {
-                self.shutdown(vmi, &kwok_nodes).await;
-                continue;
-            }
-            self.handler(vmi, &kwok_nodes, &pods, vms.get(&key(vmi))).await;
+            let write = if deleting(vmi) {
+                shutdown(vmi, &kwok_nodes)
+            } else {
+                self.handler(vmi, &kwok_nodes, &pods, vms.get(&key(vmi)))
+            };
+            writes.extend(write);
         }
+        let (client, handler) = (&self.client, &self.handler);
+        futures::stream::iter(writes)
+            .for_each_concurrent(WRITERS, |w| async move {
+                match w {
+                    Write::Pod { pod, status, log } => {
+                        if pod_status(client, &pod, status).await {
+                            tracing::info!(pod = %key(&pod), "{log}");
+                        }
+                    }
+                    Write::Vmi { vmi, status, labels, log } => {
+                        if update_vmi(handler, &vmi, status, labels).await {
+                            tracing::info!(vmi = %key(&vmi), "{log}");
+                        }
+                    }
+                }
+            })
+            .await;
     }
 
     // -----------------------------------------------------------------------------------------------------
@@ -407,7 +440,13 @@ impl NodeEmulator {
     // The kubelet of virt-launcher pods
     // -----------------------------------------------------------------------------------------------------
 
-    async fn kubelet(&mut self, nodes: &BTreeMap<String, Node>, pods: &[Value], vmis: &BTreeMap<String, Value>) {
+    fn kubelet(
+        &mut self,
+        nodes: &BTreeMap<String, Node>,
+        pods: &[Value],
+        vmis: &BTreeMap<String, Value>,
+        writes: &mut Vec<Write>,
+    ) {
         // What each node runs (pods it admitted: not pending, not finished).
         let mut used: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
         for p in pods {
@@ -437,12 +476,13 @@ impl NodeEmulator {
                     for (k, v) in pod_requests(p) {
                         *u.entry(k).or_default() += v;
                     }
-                    self.pod_status(p, running_status(p)).await;
-                    tracing::info!(pod = %key(p), node = %node_name, "pod admitted and running");
+                    let log = format!("pod admitted and running on {node_name}");
+                    writes.push(Write::Pod { pod: p.clone(), status: running_status(p), log });
                 }
                 Err((reason, message)) => {
-                    tracing::info!(pod = %key(p), node = %node_name, %reason, %message, "pod rejected");
-                    self.pod_status(p, finished_status(p, "Failed", Some((&reason, &message)))).await;
+                    let status = finished_status(p, "Failed", Some((&reason, &message)));
+                    let log = format!("pod rejected by {node_name}: {reason}: {message}");
+                    writes.push(Write::Pod { pod: p.clone(), status, log });
                 }
             }
         }
@@ -467,18 +507,10 @@ impl NodeEmulator {
                 && str_at(vmi, &["status", "nodeName"]).is_some_and(|n| n != node);
             let vmi_done = matches!(phase(vmi), "Succeeded" | "Failed");
             if migrated_away || vmi_done {
-                self.pod_status(p, finished_status(p, "Succeeded", None)).await;
-                tracing::info!(pod = %key(p), %node, migrated_away, "virt-launcher exited");
+                let status = finished_status(p, "Succeeded", None);
+                let log = format!("virt-launcher exited on {node} (migrated away: {migrated_away})");
+                writes.push(Write::Pod { pod: p.clone(), status, log });
             }
-        }
-    }
-
-    async fn pod_status(&self, pod: &Value, status: Value) {
-        let ns = str_at(pod, &["metadata", "namespace"]).unwrap_or_default();
-        let name = str_at(pod, &["metadata", "name"]).unwrap_or_default();
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-        if let Err(e) = api.patch_status(name, &pp(), &Patch::Merge(json!({"status": status}))).await {
-            tracing::warn!(pod = %key(pod), error = %e, "cannot write pod status");
         }
     }
 
@@ -486,10 +518,17 @@ impl NodeEmulator {
     // virt-handler
     // -----------------------------------------------------------------------------------------------------
 
-    async fn handler(&mut self, vmi: &Value, nodes: &BTreeMap<String, Node>, pods: &[Value], vm: Option<&Value>) {
+    /// virt-handler's write for `vmi`, if any.
+    fn handler(
+        &mut self,
+        vmi: &Value,
+        nodes: &BTreeMap<String, Node>,
+        pods: &[Value],
+        vm: Option<&Value>,
+    ) -> Option<Write> {
         let node = str_at(vmi, &["status", "nodeName"]).unwrap_or_default().to_string();
         if !nodes.contains_key(&node) {
-            return;
+            return None;
         }
         let id = uid(vmi);
         match phase(vmi) {
@@ -501,9 +540,7 @@ impl NodeEmulator {
                 st["migrationTransport"] = json!("Unix");
                 st["selinuxContext"] = json!("none");
                 st["machine"] = json!({"type": MACHINE_TYPE});
-                if self.update_vmi(vmi, st, None).await {
-                    tracing::info!(vmi = %key(vmi), %node, "VMI running");
-                }
+                Some(vmi_write(vmi, st, None, format!("VMI running on {node}")))
             }
             "Running" => {
                 let want = live_migratable_condition(vmi);
@@ -514,37 +551,22 @@ impl NodeEmulator {
                 if cur.as_ref() != Some(&want["status"]) {
                     let mut st = vmi["status"].clone();
                     set_condition(&mut st, want);
-                    self.update_vmi(vmi, st, None).await;
-                    return;
+                    return Some(vmi_write(vmi, st, None, "LiveMigratable condition updated".into()));
                 }
-                self.migration(vmi, &id, pods, vm).await;
+                self.migration(vmi, &id, pods, vm)
             }
-            _ => {}
-        }
-    }
-
-    /// A deleted VMI's domain is shut down (the guest is gone at once: the scenarios' VMs have no grace
-    /// period): `Succeeded`, and the launcher pod's containers exit at the next pass.
-    async fn shutdown(&mut self, vmi: &Value, nodes: &BTreeMap<String, Node>) {
-        let node = str_at(vmi, &["status", "nodeName"]).unwrap_or_default();
-        if !nodes.contains_key(node) || !matches!(phase(vmi), "Running" | "Scheduled") {
-            return;
-        }
-        let mut st = vmi["status"].clone();
-        st["phase"] = json!("Succeeded");
-        if self.update_vmi(vmi, st, None).await {
-            tracing::info!(vmi = %key(vmi), %node, "VMI deleted: domain shut down");
+            _ => None,
         }
     }
 
     /// virt-handler's two roles in a migration (see the module docs).
-    async fn migration(&mut self, vmi: &Value, id: &str, pods: &[Value], vm: Option<&Value>) {
+    fn migration(&mut self, vmi: &Value, id: &str, pods: &[Value], vm: Option<&Value>) -> Option<Write> {
         let ms = &vmi["status"]["migrationState"];
-        let Some(mid) = ms["migrationUid"].as_str().filter(|s| !s.is_empty()) else { return };
+        let mid = ms["migrationUid"].as_str().filter(|s| !s.is_empty())?;
         if ms["completed"].as_bool() == Some(true) || ms["failed"].as_bool() == Some(true) {
-            return;
+            return None;
         }
-        let Some(target_node) = ms["targetNode"].as_str().filter(|s| !s.is_empty()) else { return };
+        let target_node = ms["targetNode"].as_str().filter(|s| !s.is_empty())?;
         let target_pod = pods.iter().find(|p| {
             kv::labels(p).get(kv::MIGRATION_JOB_UID).map(String::as_str) == Some(mid)
                 && str_at(p, &["spec", "nodeName"]) == Some(target_node)
@@ -556,39 +578,30 @@ impl NodeEmulator {
             st["migrationState"]["failed"] = json!(true);
             st["migrationState"]["endTimestamp"] = json!(now_rfc3339());
             st["migrationState"]["failureReason"] = json!("Live migration aborted");
-            if self.update_vmi(vmi, st, None).await {
-                tracing::info!(vmi = %key(vmi), "migration aborted");
-            }
-            return;
+            return Some(vmi_write(vmi, st, None, "migration aborted".into()));
         }
         // Target: the migration proxy listens; advertise it.
         if ms["targetNodeAddress"].as_str().unwrap_or_default().is_empty() {
             if target_pod.is_none_or(|p| phase(p) != "Running") || !self.step_due(&step("target")) {
-                return;
+                return None;
             }
             st["migrationState"]["targetNodeAddress"] = json!(MIGRATION_IP);
             st["migrationState"]["targetDirectMigrationNodePorts"] =
                 json!({"41231": 0, "36975": 49152, "39281": 49153});
-            if self.update_vmi(vmi, st, None).await {
-                tracing::info!(vmi = %key(vmi), %target_node, "migration target ready");
-            }
-            return;
+            return Some(vmi_write(vmi, st, None, format!("migration target ready on {target_node}")));
         }
         // Source: start the copy.
         let Some(started) = ms["startTimestamp"].as_str() else {
             if !self.step_due(&step("start")) {
-                return;
+                return None;
             }
             st["migrationState"]["startTimestamp"] = json!(now_rfc3339());
             st["migrationState"]["mode"] = json!("PreCopy");
-            if self.update_vmi(vmi, st, None).await {
-                tracing::info!(vmi = %key(vmi), "migration started");
-            }
-            return;
+            return Some(vmi_write(vmi, st, None, "migration started".into()));
         };
         let copy = kv::migration_copy_secs(vmi, self.cfg.migration_rate_mib_s).max(self.cfg.phase_step.as_secs_f64());
         if seconds_since(started).unwrap_or(0.0) < copy || !self.step_due(&step("end")) {
-            return;
+            return None;
         }
         let end = now_rfc3339();
         let random_failure = self.cfg.failure_rate > 0.0 && self.rng.random::<f64>() < self.cfg.failure_rate;
@@ -597,10 +610,7 @@ impl NodeEmulator {
             st["migrationState"]["failed"] = json!(true);
             st["migrationState"]["endTimestamp"] = json!(end);
             st["migrationState"]["failureReason"] = json!("Live migration failed: (emulated) copy did not converge");
-            if self.update_vmi(vmi, st, None).await {
-                tracing::info!(vmi = %key(vmi), "migration failed");
-            }
-            return;
+            return Some(vmi_write(vmi, st, None, "migration failed".into()));
         }
         // The target takes the VMI over (ackMigrationCompletion, then finalizeMigration).
         let ms = &mut st["migrationState"];
@@ -614,10 +624,8 @@ impl NodeEmulator {
             o.remove("launcherContainerImageVersion");
         }
         let labels = json!({kv::NODE_NAME_LABEL: target_node});
-        if self.update_vmi(vmi, st, Some(labels)).await {
-            tracing::info!(vmi = %key(vmi), from = str_at(vmi, &["status", "nodeName"]).unwrap_or_default(),
-                           to = %target_node, "migration completed");
-        }
+        let from = str_at(vmi, &["status", "nodeName"]).unwrap_or_default();
+        Some(vmi_write(vmi, st, Some(labels), format!("migration completed: {from} -> {target_node}")))
     }
 
     /// A step of a migration is due once it has waited `phase_step` since first seen due.
@@ -625,35 +633,61 @@ impl NodeEmulator {
         let since = *self.step_since.entry(step.to_string()).or_insert_with(Instant::now);
         since.elapsed() >= self.cfg.phase_step
     }
+}
 
-    /// Writes the VMI's status (and labels) like virt-handler's `Update`: the whole status, guarded by the
-    /// resourceVersion it was computed from (a conflict is retried at the next pass).
-    async fn update_vmi(&self, vmi: &Value, status: Value, labels: Option<Value>) -> bool {
-        let ns = str_at(vmi, &["metadata", "namespace"]).unwrap_or_default();
-        let name = str_at(vmi, &["metadata", "name"]).unwrap_or_default();
-        let api: Api<DynamicObject> = Api::namespaced_with(self.handler.clone(), ns, &vmi_resource());
-        let mut obj = vmi.clone();
-        obj["status"] = status;
-        if let Some(Value::Object(l)) = labels
-            && let Some(m) = obj["metadata"]["labels"].as_object_mut()
-        {
-            m.extend(l);
+fn vmi_write(vmi: &Value, status: Value, labels: Option<Value>, log: String) -> Write {
+    Write::Vmi { vmi: vmi.clone(), status, labels, log }
+}
+
+/// A deleted VMI's domain is shut down (the guest is gone at once: the scenarios' VMs have no grace
+/// period): `Succeeded`, and the launcher pod's containers exit at the next pass.
+fn shutdown(vmi: &Value, nodes: &BTreeMap<String, Node>) -> Option<Write> {
+    let node = str_at(vmi, &["status", "nodeName"]).unwrap_or_default();
+    if !nodes.contains_key(node) || !matches!(phase(vmi), "Running" | "Scheduled") {
+        return None;
+    }
+    let mut st = vmi["status"].clone();
+    st["phase"] = json!("Succeeded");
+    Some(vmi_write(vmi, st, None, format!("VMI deleted: domain shut down on {node}")))
+}
+
+/// Writes the pod's status like the kubelet; whether it was written.
+async fn pod_status(client: &Client, pod: &Value, status: Value) -> bool {
+    let ns = str_at(pod, &["metadata", "namespace"]).unwrap_or_default();
+    let name = str_at(pod, &["metadata", "name"]).unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    match api.patch_status(name, &pp(), &Patch::Merge(json!({"status": status}))).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(pod = %key(pod), error = %e, "cannot write pod status");
+            false
         }
-        let Ok(o) = serde_json::from_value::<DynamicObject>(obj) else { return false };
-        match api
-            .replace(
-                name,
-                &kube::api::PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() },
-                &o,
-            )
-            .await
-        {
-            Ok(_) => true,
-            Err(kube::Error::Api(s)) if s.code == 409 => false,
-            Err(e) => {
-                tracing::warn!(vmi = %key(vmi), error = %e, "cannot update VMI");
-                false
-            }
+    }
+}
+
+/// Writes the VMI's status (and labels) like virt-handler's `Update`: the whole status, guarded by the
+/// resourceVersion it was computed from (a conflict is retried at the next pass).
+async fn update_vmi(handler: &Client, vmi: &Value, status: Value, labels: Option<Value>) -> bool {
+    let ns = str_at(vmi, &["metadata", "namespace"]).unwrap_or_default();
+    let name = str_at(vmi, &["metadata", "name"]).unwrap_or_default();
+    let api: Api<DynamicObject> = Api::namespaced_with(handler.clone(), ns, &vmi_resource());
+    let mut obj = vmi.clone();
+    obj["status"] = status;
+    if let Some(Value::Object(l)) = labels
+        && let Some(m) = obj["metadata"]["labels"].as_object_mut()
+    {
+        m.extend(l);
+    }
+    let Ok(o) = serde_json::from_value::<DynamicObject>(obj) else { return false };
+    match api
+        .replace(name, &kube::api::PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &o)
+        .await
+    {
+        Ok(_) => true,
+        Err(kube::Error::Api(s)) if s.code == 409 => false,
+        Err(e) => {
+            tracing::warn!(vmi = %key(vmi), error = %e, "cannot update VMI");
+            false
         }
     }
 }
