@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use crate::actuate::{Action, EventKind, EventSpec, Target};
 use crate::keys;
 use crate::migrations::Ledger;
-use kubedrs_engine::{Automation, Plan, Reason, Snapshot};
+use kubedrs_engine::{Automation, NodeState, Plan, Reason, Snapshot};
 
 pub use crate::keys::CORDONED_BY_KUBEDRS;
 
@@ -190,6 +190,12 @@ fn state_of(
     }
     let leaving = ledger.active().filter(|r| r.source.as_deref() == Some(n.name.as_str())).count();
     let list = list(&left, 10);
+    let down = snapshot.nodes.iter().any(|x| x.name == n.name && x.state == NodeState::NotReady);
+    if down {
+        let msg =
+            format!("the node is NotReady: its {} VM(s) cannot live-migrate until it is Ready: {list}", left.len());
+        return (STATE_BLOCKED, msg);
+    }
     if !executes {
         let why = if policy.paused {
             "the pool is paused".to_string()
@@ -264,6 +270,17 @@ mod tests {
         assert_eq!(ann[CORDONED_BY_KUBEDRS].as_deref(), Some("true"));
         assert_eq!(ann[keys::MAINTENANCE_STATE].as_deref(), Some("Entering"));
         assert!(ann[keys::MAINTENANCE_MESSAGE].as_deref().unwrap().contains("1 VM(s) left"));
+    }
+
+    #[test]
+    fn a_node_that_is_down_blocks_its_evacuation_and_says_why() {
+        let n = NodeView { annotated: true, unschedulable: true, ..node("n1") };
+        let mut s = snap(&[("ns/a", "n1")]);
+        s.nodes = vec![kubedrs_engine::Node { name: "n1".into(), state: NodeState::NotReady, ..Default::default() }];
+        let a = decide(&[n], policy(), &s, &Plan::default(), &Ledger::default());
+        let (_, ann) = patch(&a).unwrap();
+        assert_eq!(ann[keys::MAINTENANCE_STATE].as_deref(), Some("Blocked"));
+        assert!(ann[keys::MAINTENANCE_MESSAGE].as_deref().unwrap().contains("NotReady"), "{ann:?}");
     }
 
     #[test]

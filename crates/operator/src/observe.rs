@@ -425,25 +425,25 @@ fn sorted<T, K: Ord>(mut v: Vec<T>, key: impl Fn(&T) -> K) -> Vec<T> {
 // Nodes
 // ---------------------------------------------------------------------------------------------------------
 
-/// Node state, in this order: maintenance asked (`kubedrs.io/maintenance: "true"`, or cordoned when the pool
-/// honours cordon) -> `EnteringMaintenance` while VMs remain, else `InMaintenance`; cordoned -> `Cordoned`;
-/// the kubelet's Ready condition not True -> `NotReady`; else `Ready`.
+/// Node state, in this order: the kubelet's Ready condition not True -> `NotReady` (a node that is down lets
+/// nothing leave by live migration and takes nothing, even in maintenance: its evacuation waits until it is
+/// back); maintenance asked (`kubedrs.io/maintenance: "true"`, or cordoned when the pool honours cordon) ->
+/// `EnteringMaintenance` while VMs remain, else `InMaintenance`; cordoned -> `Cordoned`; else `Ready`.
 pub fn node_state(node: &KubeNode, honor_cordon: bool, has_vms: bool) -> NodeState {
-    let cordoned = node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
-    let asked = maintenance_asked(node);
-    if asked || (cordoned && honor_cordon) {
-        return if has_vms { NodeState::EnteringMaintenance } else { NodeState::InMaintenance };
-    }
-    if cordoned {
-        return NodeState::Cordoned;
-    }
     let ready = node
         .status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
         .is_some_and(|c| c.status == "True");
-    if ready { NodeState::Ready } else { NodeState::NotReady }
+    if !ready {
+        return NodeState::NotReady;
+    }
+    let cordoned = node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
+    if maintenance_asked(node) || (cordoned && honor_cordon) {
+        return if has_vms { NodeState::EnteringMaintenance } else { NodeState::InMaintenance };
+    }
+    if cordoned { NodeState::Cordoned } else { NodeState::Ready }
 }
 
 /// The node's `kubedrs.io/maintenance` annotation read by the one grammar

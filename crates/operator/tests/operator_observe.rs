@@ -102,7 +102,9 @@ fn node_states_follow_conditions_cordon_and_the_maintenance_annotation() {
             .node(node("cordoned").cpu("4").memory("8Gi").in_pool("prod").cordoned().build())
             .node(node("leaving").cpu("4").memory("8Gi").in_pool("prod").maintenance().build())
             .node(node("empty").cpu("4").memory("8Gi").in_pool("prod").maintenance().build())
+            .node(node("leaving-down").cpu("4").memory("8Gi").in_pool("prod").maintenance().not_ready().build())
             .vmi(vmi("ns/a").on("leaving").cpus(1).memory("1Gi").build())
+            .vmi(vmi("ns/c").on("leaving-down").cpus(1).memory("1Gi").build())
             .vmi(vmi("ns/b").on("cordoned").cpus(1).memory("1Gi").build())
             .snapshot("prod")
     };
@@ -113,6 +115,7 @@ fn node_states_follow_conditions_cordon_and_the_maintenance_annotation() {
     assert_eq!(state(&s, "cordoned"), NodeState::Cordoned);
     assert_eq!(state(&s, "leaving"), NodeState::EnteringMaintenance);
     assert_eq!(state(&s, "empty"), NodeState::InMaintenance);
+    assert_eq!(state(&s, "leaving-down"), NodeState::NotReady, "a node that is down: nothing can leave yet");
     let s = w(true);
     assert_eq!(state(&s, "cordoned"), NodeState::EnteringMaintenance, "honorCordon: cordon means maintenance");
 }

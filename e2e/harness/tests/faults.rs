@@ -401,10 +401,17 @@ async fn takeover(
     inv: &Invariants,
     phase: &str,
     timeout: Duration,
+    old_stopped: &mut Option<Duration>,
 ) -> Option<(usize, Duration)> {
     let start = Instant::now();
     while start.elapsed() < timeout {
         let now: Vec<Option<bool>> = rs.iter().map(|r| leads(r.port)).collect();
+        if let Some(o) = old
+            && now[o] == Some(false)
+            && old_stopped.is_none()
+        {
+            *old_stopped = Some(start.elapsed());
+        }
         let leaders: Vec<usize> = (0..rs.len()).filter(|i| now[*i] == Some(true)).collect();
         if leaders.len() > 1 {
             inv.violation(&format!("replicas {leaders:?} lead at once ({phase})"));
@@ -442,7 +449,7 @@ async fn replicas_body(s: &mut Scenario, pool_nodes: &[String], n: usize) -> any
     let p = s.all_running(12, 3 * MIN).await?;
     let inv = Invariants::start(&s.client, &s.ns, &s.pool, Limits::default()).await?;
     let mut out = Outcome::default();
-    let (mut leader, _) = takeover(&rs, None, &inv, "start", MIN).await.context("no replica leads")?;
+    let (mut leader, _) = takeover(&rs, None, &inv, "start", MIN, &mut None).await.context("no replica leads")?;
     eprintln!("  leader: {}", s.children[rs[leader].idx].name);
     let mut order: Vec<String> = pool_nodes.to_vec();
     let first = busiest(&p, pool_nodes)?;
@@ -463,8 +470,17 @@ async fn replicas_body(s: &mut Scenario, pool_nodes: &[String], n: usize) -> any
             "frozen" => send_signal(s.children[rs[old].idx].pid(), "STOP")?,
             _ => rs[old].proxy.set(Mode::Cut),
         }
-        let took =
-            takeover(&rs, Some(old), &inv, &format!("leader {fault}"), 2 * LEASE + Duration::from_secs(30)).await;
+        // When the old leader says it stopped (its gauge follows its fence), watched from the fault on.
+        let mut old_stopped = None;
+        let took = takeover(
+            &rs,
+            Some(old),
+            &inv,
+            &format!("leader {fault}"),
+            2 * LEASE + Duration::from_secs(30),
+            &mut old_stopped,
+        )
+        .await;
         match took {
             Some((l, d)) => {
                 eprintln!("  {} took over after {:.1}s", s.children[rs[l].idx].name, d.as_secs_f64());
@@ -498,7 +514,7 @@ async fn replicas_body(s: &mut Scenario, pool_nodes: &[String], n: usize) -> any
             }
             _ => {
                 // The cut-off leader must have stopped leading by the time its lease expired.
-                let mut fenced_at = None;
+                let mut fenced_at = old_stopped;
                 while t0.elapsed() < 2 * LEASE {
                     if leads(rs[old].port) == Some(false) && fenced_at.is_none() {
                         fenced_at = Some(t0.elapsed());
