@@ -213,7 +213,7 @@ pub fn observe_pools(cluster: &Cluster, demand: &DemandWindow, now: u64, only: O
     let mut conflicts_of: BTreeMap<&str, Vec<NodeConflict>> = BTreeMap::new();
     let mut vmis_per_node: BTreeMap<&str, usize> = BTreeMap::new();
     for v in &cluster.vmis {
-        if let Some(n) = v.node_name() {
+        if let Some(n) = v.node_name().or_else(|| starting_on(launchers.get(&v.key()))) {
             *vmis_per_node.entry(n).or_default() += 1;
         }
     }
@@ -283,13 +283,13 @@ pub fn observe_pools(cluster: &Cluster, demand: &DemandWindow, now: u64, only: O
     let mut no_metrics_of: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut pool_of_vm: BTreeMap<String, &str> = BTreeMap::new();
     for vmi in &cluster.vmis {
-        if !is_candidate(vmi) {
+        let key = vmi.key();
+        let node = vmi.node_name().or_else(|| starting_on(launchers.get(&key)));
+        if !is_candidate(vmi, node) {
             continue;
         }
-        let key = vmi.key();
         let ns = vmi.metadata.namespace.as_deref().unwrap_or_default();
         let vm = vm_by_key.get(&key).copied();
-        let node = vmi.node_name();
         let pool = match pool_label(vm, vmi)
             .map(|p| (p, "the VM's"))
             .or_else(|| ns_labels.get(ns).and_then(|l| l.get(keys::POOL)).map(|p| (p.as_str(), "its namespace's")))
@@ -323,6 +323,7 @@ pub fn observe_pools(cluster: &Cluster, demand: &DemandWindow, now: u64, only: O
         let host_model =
             node.and_then(|n| node_by_name.get(n)).and_then(|n| cpu_labels(n.metadata.labels.as_ref()).host_model);
         let (mut v, vm_warnings) = vm_from(vmi, vm, launcher, host_model.as_deref());
+        v.node = node.map(str::to_string);
         warnings.extend(vm_warnings);
         match demand.demand(&key, now) {
             Some(d) => v.demand = d,
@@ -600,9 +601,10 @@ fn non_vm_requests_per_node(pods: &[Arc<Pod>]) -> BTreeMap<String, Resources> {
 // VMs
 // ---------------------------------------------------------------------------------------------------------
 
-/// A VMI kubedrs plans for: not being deleted, not finished, and either on a node or waiting for kubedrs
-/// to place it (`schedulerName: kubedrs`). VMIs waiting for the default scheduler are left to it.
-fn is_candidate(vmi: &VirtualMachineInstance) -> bool {
+/// A VMI kubedrs plans for: not being deleted, not finished, and either on a node (`node`: its own, or its
+/// bound launcher pod's) or waiting for kubedrs to place it (`schedulerName: kubedrs`). VMIs waiting for the
+/// default scheduler are left to it.
+fn is_candidate(vmi: &VirtualMachineInstance, node: Option<&str>) -> bool {
     if vmi.metadata.deletion_timestamp.is_some() {
         return false;
     }
@@ -610,7 +612,13 @@ fn is_candidate(vmi: &VirtualMachineInstance) -> bool {
     if matches!(phase, "Succeeded" | "Failed") {
         return false;
     }
-    vmi.node_name().is_some() || vmi.spec.scheduler_name.as_deref() == Some(keys::SCHEDULER_NAME)
+    node.is_some() || vmi.spec.scheduler_name.as_deref() == Some(keys::SCHEDULER_NAME)
+}
+
+/// The node of a VMI that has none yet but whose launcher pod is bound (by kube-scheduler or kubedrs): it is
+/// starting there, and the kubelet already counts its pod's requests on that node, so kubedrs must too.
+fn starting_on<'a>(pods: Option<&Vec<&'a Pod>>) -> Option<&'a str> {
+    pods?.iter().find_map(|p| p.spec.as_ref()?.node_name.as_deref().filter(|n| !n.is_empty()))
 }
 
 fn pool_label<'a>(vm: Option<&'a VirtualMachine>, vmi: &'a VirtualMachineInstance) -> Option<&'a str> {

@@ -179,6 +179,29 @@ fn the_vm_object_label_places_it_too() {
 }
 
 #[test]
+fn a_vmi_whose_launcher_pod_is_bound_counts_on_that_node_before_its_status_says_so() {
+    // kubedrs (or kube-scheduler) bound the pod; virt-controller has not written the VMI's node yet. The
+    // kubelet holds the pod's requests on n2 already: so must the snapshot (else a second pod could be
+    // bound into the same room).
+    let mine = vmi("ns/a").pending().cpus(2).memory("4Gi").build();
+    let mut theirs_default = vmi("ns/b").pending().cpus(2).memory("4Gi").build();
+    theirs_default.spec.scheduler_name = None;
+    let s = prod()
+        .vm(vm("ns/a").label(keys::POOL, "prod").build())
+        .vm(vm("ns/b").label(keys::POOL, "prod").build())
+        .pod(launcher(&mine).on("n2").requests("2", "4300Mi").build())
+        .pod(launcher(&theirs_default).on("n1").requests("2", "4300Mi").build())
+        .vmi(mine)
+        .vmi(theirs_default)
+        .snapshot("prod");
+    let a = the_vm(&s, "ns/a");
+    assert_eq!(a.node.as_deref(), Some("n2"));
+    assert_eq!(a.memory.reservation, 4300 * MI);
+    // A VMI of the default scheduler is left alone while it waits, but not once its pod holds a node's room.
+    assert_eq!(the_vm(&s, "ns/b").node.as_deref(), Some("n1"));
+}
+
+#[test]
 fn reservation_comes_from_the_launcher_pod_when_there_is_one() {
     let v = vmi("ns/a").on("n1").cpus(4).memory("8Gi").requests("1", "8Gi").limits("4", "8Gi").build();
     let s = prod().pod(launcher(&v).requests("1100m", "8392Mi").build()).vmi(v).snapshot("prod");
