@@ -199,11 +199,18 @@ async fn scale_bench() -> anyhow::Result<()> {
                 }
             })
         };
-        eventually("kubedrs ready", 10 * MIN, || async {
-            let ok = http_get(port, "/readyz").is_ok_and(|b| b.contains("ok") || b.contains("ready"));
-            Ok(if ok { Ok(()) } else { Err("not ready".into()) })
-        })
-        .await?;
+        loop {
+            if !s.children[idx].is_running() {
+                bail!("kubedrs exited:\n{}", s.children[idx].log_text());
+            }
+            if http_get(port, "/readyz").is_ok_and(|b| b.contains("ok") || b.contains("ready")) {
+                break;
+            }
+            if t_op.elapsed() > 10 * MIN {
+                bail!("kubedrs not ready 10 minutes after its start");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         let ready_s = t_op.elapsed().as_secs_f64();
         let pool = s.pool.clone();
         eventually(&format!("HostPool status counts {n} VMs"), 10 * MIN, || async {

@@ -88,24 +88,20 @@ impl Scenario {
         more_env: &[(&str, String)],
     ) -> anyhow::Result<(usize, u16)> {
         let port = free_port();
-        let mut args: Vec<String> = [
-            "run",
-            "--metrics-addr",
-            &format!("127.0.0.1:{port}"),
-            "--log-format",
-            "text",
-            "--lease-namespace",
-            &self.ns,
-            "--lease-name",
-            "kubedrs",
-            "--demand-interval",
-            "5s",
-            "--debounce",
-            "2s",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let metrics_addr = format!("127.0.0.1:{port}");
+        let defaults = [
+            ("--metrics-addr", metrics_addr.as_str()),
+            ("--log-format", "text"),
+            ("--lease-namespace", self.ns.as_str()),
+            ("--lease-name", "kubedrs"),
+            ("--demand-interval", "5s"),
+            ("--debounce", "2s"),
+        ];
+        // A flag in `extra` replaces the default (kubedrs refuses a flag given twice).
+        let mut args: Vec<String> = vec!["run".into()];
+        for (flag, value) in defaults.iter().filter(|(f, _)| !extra.contains(f)) {
+            args.extend([flag.to_string(), value.to_string()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let bin = kubedrs_bin();
         if !bin.exists() {
