@@ -161,17 +161,17 @@ fn vmim_fp(m: &VirtualMachineInstanceMigration) -> Option<String> {
     Some(m.phase().to_string())
 }
 
-/// Drops what no step reads (managed fields, the last-applied annotation; most of a pod) to keep the
-/// caches small.
-fn slim<K: Resource + 'static>(obj: &mut K) {
+/// Drops what no step reads of any object (managed fields, the last-applied annotation) to keep the caches
+/// small; each kind's own trim (`slim_pod`, or `keep`) follows.
+fn slim<K: Resource>(obj: &mut K) {
     obj.meta_mut().managed_fields = None;
     if let Some(a) = obj.meta_mut().annotations.as_mut() {
         a.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
-    if let Some(pod) = (obj as &mut dyn std::any::Any).downcast_mut::<Pod>() {
-        slim_pod(pod);
-    }
 }
+
+/// The trim of a kind whose objects are kept whole (but for [`slim`]).
+fn keep<K>(_: &mut K) {}
 
 /// Pods are most of what kubedrs caches (a virt-launcher pod is several KiB of volumes, environment and
 /// container statuses, and the cluster's other pods count too): only what observe reads is kept, the
@@ -208,6 +208,7 @@ fn tolerant_watch<K>(
     client: &Client,
     kind: &'static str,
     ctx: &Reflectors,
+    trim: fn(&mut K),
 ) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
 where
     K: Resource<DynamicType = ()> + Stub + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -224,16 +225,26 @@ where
             readiness.watch_error(kind, e.to_string());
         }
     });
-    tolerate(watch, kind, ctx.skipped.clone()).modify(slim::<K>)
+    tolerate(watch, kind, ctx.skipped.clone()).modify(move |o| {
+        slim(o);
+        trim(o);
+    })
 }
 
-/// Runs one reflector until the process ends, poking `trigger` on relevant changes.
-fn spawn_reflector<K>(client: &Client, kind: &'static str, ctx: &Reflectors, fingerprint: Fingerprint<K>) -> Store<K>
+/// Runs one reflector until the process ends, keeping each object as `trim` leaves it and poking `trigger`
+/// on relevant changes.
+fn spawn_reflector<K>(
+    client: &Client,
+    kind: &'static str,
+    ctx: &Reflectors,
+    fingerprint: Fingerprint<K>,
+    trim: fn(&mut K),
+) -> Store<K>
 where
     K: Resource<DynamicType = ()> + Stub + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
-    let watch = tolerant_watch::<K>(client, kind, ctx);
+    let watch = tolerant_watch::<K>(client, kind, ctx, trim);
     let trigger = ctx.trigger.clone();
     tokio::spawn(async move {
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
@@ -296,15 +307,15 @@ pub type PoolWatch =
 /// passes of the pools that change).
 pub fn start(client: &Client, ctx: &Reflectors) -> (Inventory, PoolWatch) {
     let (pools, writer) = reflector::store();
-    let pool_stream = tolerant_watch::<HostPool>(client, "HostPool", ctx).reflect(writer).applied_objects();
+    let pool_stream = tolerant_watch::<HostPool>(client, "HostPool", ctx, keep).reflect(writer).applied_objects();
     let inv = Inventory {
         pools: pools.clone(),
-        nodes: spawn_reflector(client, "Node", ctx, node_fp),
-        namespaces: spawn_reflector(client, "Namespace", ctx, namespace_fp),
-        vms: spawn_reflector(client, "VirtualMachine", ctx, vm_fp),
-        vmis: spawn_reflector(client, "VirtualMachineInstance", ctx, vmi_fp),
-        pods: spawn_reflector(client, "Pod", ctx, pod_fp),
-        migrations: spawn_reflector(client, "VirtualMachineInstanceMigration", ctx, vmim_fp),
+        nodes: spawn_reflector(client, "Node", ctx, node_fp, keep),
+        namespaces: spawn_reflector(client, "Namespace", ctx, namespace_fp, keep),
+        vms: spawn_reflector(client, "VirtualMachine", ctx, vm_fp, keep),
+        vmis: spawn_reflector(client, "VirtualMachineInstance", ctx, vmi_fp, keep),
+        pods: spawn_reflector(client, "Pod", ctx, pod_fp, slim_pod),
+        migrations: spawn_reflector(client, "VirtualMachineInstanceMigration", ctx, vmim_fp, keep),
         skipped: ctx.skipped.clone(),
     };
     (inv, (Box::pin(pool_stream), pools))
@@ -407,6 +418,7 @@ mod tests {
         }]);
         let mut slimmed = pod.clone();
         slim(&mut slimmed);
+        slim_pod(&mut slimmed);
 
         let size = |p: &Pod| serde_json::to_vec(p).unwrap().len();
         assert!(size(&slimmed) * 3 < size(&pod), "{} bytes of {}", size(&slimmed), size(&pod));

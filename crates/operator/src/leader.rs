@@ -199,8 +199,6 @@ struct Election {
 /// What one tick changed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Tick {
-    /// Pools held after the tick.
-    pub owned: usize,
     /// Some pool was taken (a pass should follow).
     pub acquired: bool,
 }
@@ -297,7 +295,7 @@ impl Shards {
                 }
             };
             first = false;
-            after(Tick { owned: self.owned(), acquired });
+            after(Tick { acquired });
         }
     }
 

@@ -188,14 +188,13 @@ fn state_of(
     if left.is_empty() {
         return (STATE_IN_MAINTENANCE, "no VM left on the node".into());
     }
-    let leaving = ledger.active().filter(|r| r.source.as_deref() == Some(n.name.as_str())).count();
     let list = list(&left, 10);
-    let down = snapshot.nodes.iter().any(|x| x.name == n.name && x.state == NodeState::NotReady);
-    if down {
+    if snapshot.nodes.iter().any(|x| x.name == n.name && x.state == NodeState::NotReady) {
         let msg =
             format!("the node is NotReady: its {} VM(s) cannot live-migrate until it is Ready: {list}", left.len());
         return (STATE_BLOCKED, msg);
     }
+    let leaving = ledger.active().filter(|r| r.source.as_deref() == Some(n.name.as_str())).count();
     if !executes {
         let why = if policy.paused {
             "the pool is paused".to_string()

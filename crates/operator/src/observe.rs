@@ -213,7 +213,7 @@ pub fn observe_pools(cluster: &Cluster, demand: &DemandWindow, now: u64, only: O
     let mut conflicts_of: BTreeMap<&str, Vec<NodeConflict>> = BTreeMap::new();
     let mut vmis_per_node: BTreeMap<&str, usize> = BTreeMap::new();
     for v in &cluster.vmis {
-        if let Some(n) = v.node_name().or_else(|| starting_on(launchers.get(&v.key()))) {
+        if let Some(n) = node_of(v, &launchers) {
             *vmis_per_node.entry(n).or_default() += 1;
         }
     }
@@ -283,11 +283,11 @@ pub fn observe_pools(cluster: &Cluster, demand: &DemandWindow, now: u64, only: O
     let mut no_metrics_of: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut pool_of_vm: BTreeMap<String, &str> = BTreeMap::new();
     for vmi in &cluster.vmis {
-        let key = vmi.key();
-        let node = vmi.node_name().or_else(|| starting_on(launchers.get(&key)));
+        let node = node_of(vmi, &launchers);
         if !is_candidate(vmi, node) {
             continue;
         }
+        let key = vmi.key();
         let ns = vmi.metadata.namespace.as_deref().unwrap_or_default();
         let vm = vm_by_key.get(&key).copied();
         let pool = match pool_label(vm, vmi)
@@ -615,10 +615,14 @@ fn is_candidate(vmi: &VirtualMachineInstance, node: Option<&str>) -> bool {
     node.is_some() || vmi.spec.scheduler_name.as_deref() == Some(keys::SCHEDULER_NAME)
 }
 
-/// The node of a VMI that has none yet but whose launcher pod is bound (by kube-scheduler or kubedrs): it is
-/// starting there, and the kubelet already counts its pod's requests on that node, so kubedrs must too.
-fn starting_on<'a>(pods: Option<&Vec<&'a Pod>>) -> Option<&'a str> {
-    pods?.iter().find_map(|p| p.spec.as_ref()?.node_name.as_deref().filter(|n| !n.is_empty()))
+/// A VMI's node: its own, else the node its launcher pod is bound to (by kube-scheduler or kubedrs) while
+/// virt-controller has not written it yet: the VMI is starting there, and the kubelet already counts its
+/// pod's requests on that node, so kubedrs must too.
+fn node_of<'a>(vmi: &'a VirtualMachineInstance, launchers: &BTreeMap<String, Vec<&'a Pod>>) -> Option<&'a str> {
+    vmi.node_name().or_else(|| {
+        let pods = launchers.get(&vmi.key())?;
+        pods.iter().find_map(|p| p.spec.as_ref()?.node_name.as_deref().filter(|n| !n.is_empty()))
+    })
 }
 
 fn pool_label<'a>(vm: Option<&'a VirtualMachine>, vmi: &'a VirtualMachineInstance) -> Option<&'a str> {

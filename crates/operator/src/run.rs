@@ -161,12 +161,10 @@ async fn main(args: RunArgs) -> anyhow::Result<()> {
     inv.wait_ready().await.context("caches")?;
     tracing::info!("caches synced");
 
-    // Leases: metrics, and a pass as soon as this replica takes a pool.
+    // Leases: a pass as soon as this replica takes a pool (the gauges are read from the fences, see `Health`).
     tokio::spawn(shards.clone().run(inv.pools.clone(), {
-        let (metrics, trigger) = (metrics.clone(), trigger.clone());
+        let trigger = trigger.clone();
         move |tick| {
-            metrics.pools_owned.set(i64::try_from(tick.owned).unwrap_or(i64::MAX));
-            metrics.leader.set(i64::from(tick.owned > 0));
             if tick.acquired {
                 trigger.poke();
             }
