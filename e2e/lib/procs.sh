@@ -131,7 +131,8 @@ proc_stop_all() {
 
 # Server processes started from our binary cache whose command line points
 # into our run dir (left over from an interrupted run, or a lost pid file);
-# supervisors of such processes first (killed first, they cannot restart them).
+# supervisors of such processes first (killed first, they cannot restart them); then the operators and node
+# emulators started from $RUN_DIR/bin.
 stragglers() {
   local p exe cmd
   for p in /proc/[0-9]*; do
@@ -146,6 +147,14 @@ stragglers() {
     # Only server components (never a test's kubectl/helm).
     [[ " ${COMPONENTS[*]} " == *" ${exe##*/} "* ]] || continue
     tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "$RUN_DIR/" || continue
+    echo "${p#/proc/}"
+  done
+  # The operators and node emulators a test started from its copies in $RUN_DIR/bin (left running when the
+  # test process itself was killed).
+  for p in /proc/[0-9]*; do
+    exe="$(readlink "$p/exe" 2>/dev/null)" || continue
+    exe="${exe% (deleted)}"
+    [[ "$exe" == "$RUN_DIR/bin/"* ]] || continue
     echo "${p#/proc/}"
   done
 }

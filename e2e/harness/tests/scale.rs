@@ -4,10 +4,12 @@
 //! emulator runs them), in steps (`E2E_SCALE_VMS`, default `1000,3000,10000`). At each step a fresh
 //! operator runs behind a counting proxy ([`ApiProxy`]) and the bench measures:
 //!
-//! - its resident memory (`VmRSS` sampled every second, `VmHWM`) and the time to `/readyz`;
+//! - its resident memory (`VmRSS` sampled every second, `VmHWM`), what its allocator says it holds and keeps
+//!   (`kubedrs_heap_allocated_bytes`, `kubedrs_heap_resident_bytes` on `/metrics`), and the time to `/readyz`;
 //! - its pass time (the operator's `pass ... seconds=` log lines, observe to status);
 //! - the requests it sends per second at rest and during an evacuation (the proxy's count; writes apart);
-//! - the API server's CPU (utime + stime of kube-apiserver) per second, without kubedrs and with it at rest;
+//! - the API server's CPU (utime + stime of kube-apiserver) per second, without kubedrs, with it at rest and
+//!   during the evacuation;
 //! - the time from a node's maintenance annotation to the first migration (polled every 100 ms);
 //! - the average JSON size of the objects it caches (pods, VMIs, VMs) without managed fields.
 //!
@@ -72,6 +74,13 @@ async fn apiserver_cpu(period: Duration) -> anyhow::Result<f64> {
     tokio::time::sleep(period).await;
     let c1 = cpu_seconds(pid).context("apiserver stat")?;
     Ok((c1 - c0) / t0.elapsed().as_secs_f64())
+}
+
+/// A gauge of the operator's `/metrics`, MiB.
+fn gauge_mib(port: u16, name: &str) -> Option<f64> {
+    let body = http_get(port, "/metrics").ok()?;
+    let line = body.lines().find(|l| l.split_whitespace().next() == Some(name))?;
+    Some(line.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1048576.0)
 }
 
 /// Pass durations (seconds) of the operator's log, from line `from` on.
@@ -241,6 +250,8 @@ async fn scale_bench() -> anyhow::Result<()> {
         let on_victim = s.placement().await?.values().filter(|x| **x == victim).count();
         let before_migs = s.list_vmims().await?.len();
         let (e0, _, ew0) = proxy.traffic();
+        let apiserver = Component::new("kube-apiserver").pid()?;
+        let cpu_evac0 = cpu_seconds(apiserver).context("apiserver stat")?;
         let t_evac = Instant::now();
         s.annotate_node(&victim, MAINTENANCE, Some("true")).await?;
         let first = loop {
@@ -260,7 +271,10 @@ async fn scale_bench() -> anyhow::Result<()> {
         .await?;
         let evac_s = t_evac.elapsed().as_secs_f64();
         let (e1, _, ew1) = proxy.traffic();
+        let cpu_evac = (cpu_seconds(apiserver).context("apiserver stat")? - cpu_evac0) / evac_s;
         let (rss, hwm) = memory_mib(pid).unwrap_or((0.0, 0.0));
+        let heap = gauge_mib(port, "kubedrs_heap_allocated_bytes").unwrap_or(0.0);
+        let heap_resident = gauge_mib(port, "kubedrs_heap_resident_bytes").unwrap_or(0.0);
         let peak_rss = peak.load(Ordering::Relaxed) as f64 / 1024.0;
         s.children[idx].terminate(Duration::from_secs(10));
         sampler.abort();
@@ -273,7 +287,7 @@ async fn scale_bench() -> anyhow::Result<()> {
         .await?;
         let vmi_size = avg_json_size(&s.vmis()).await?;
         let row = format!(
-            "{n}\t{}\t{rss:.0}\t{hwm:.0}\t{peak_rss:.0}\t{ready_s:.1}\t{status_s:.1}\t{mean_pass:.3}\t{max_pass:.3}\t{}\t{:.2}\t{:.1}\t{:.2}\t{:.1}\t{:.2}\t{:.2}\t{on_victim}\t{:.1}\t{evac_s:.1}\t{pod_size}\t{vmi_size}\t{create_s:.0}\t{running_s:.0}\n",
+            "{n}\t{}\t{rss:.0}\t{hwm:.0}\t{peak_rss:.0}\t{ready_s:.1}\t{status_s:.1}\t{mean_pass:.3}\t{max_pass:.3}\t{}\t{:.2}\t{:.1}\t{:.2}\t{:.1}\t{:.2}\t{:.2}\t{cpu_evac:.2}\t{heap:.0}\t{heap_resident:.0}\t{on_victim}\t{:.1}\t{evac_s:.1}\t{pod_size}\t{vmi_size}\t{create_s:.0}\t{running_s:.0}\n",
             nodes.len(),
             passes.len(),
             (r1 - r0) as f64 / rest_s,
@@ -287,7 +301,7 @@ async fn scale_bench() -> anyhow::Result<()> {
         if i == 0 && !results.exists() {
             std::fs::write(
                 &results,
-                "vms\tnodes\trss_mib\thwm_mib\tpeak_rss_mib\tready_s\tstatus_s\tpass_mean_s\tpass_max_s\tpasses\trest_req_s\trest_writes_min\tevac_req_s\tevac_writes_s\tapiserver_cpu_without\tapiserver_cpu_with\tvms_on_node\tfirst_migration_s\tevacuation_s\tpod_json_b\tvmi_json_b\tcreate_s\trunning_s\n",
+                "vms\tnodes\trss_mib\thwm_mib\tpeak_rss_mib\tready_s\tstatus_s\tpass_mean_s\tpass_max_s\tpasses\trest_req_s\trest_writes_min\tevac_req_s\tevac_writes_s\tapiserver_cpu_without\tapiserver_cpu_with\tapiserver_cpu_evac\theap_alloc_mib\theap_resident_mib\tvms_on_node\tfirst_migration_s\tevacuation_s\tpod_json_b\tvmi_json_b\tcreate_s\trunning_s\n",
             )?;
         }
         let mut text = std::fs::read_to_string(&results).unwrap_or_default();
