@@ -338,6 +338,54 @@ pub struct MigrationState {
     pub other: Other,
 }
 
+// What kubedrs does not model is kept for a read-modify-write; a cached copy that is only read does without
+// it (most of a VMI's size: devices, volumes, networks, interfaces, guest information).
+
+impl VirtualMachineInstanceSpec {
+    /// Drops the fields kubedrs does not model (the `other` maps).
+    pub fn drop_unmodelled(&mut self) {
+        self.other = Other::new();
+        self.domain.other = Other::new();
+        if let Some(cpu) = self.domain.cpu.as_mut() {
+            cpu.other = Other::new();
+        }
+        if let Some(memory) = self.domain.memory.as_mut() {
+            memory.other = Other::new();
+        }
+    }
+}
+
+impl VirtualMachineInstance {
+    /// Drops the fields kubedrs does not model (the `other` maps).
+    pub fn drop_unmodelled(&mut self) {
+        self.spec.drop_unmodelled();
+        if let Some(status) = self.status.as_mut() {
+            status.other = Other::new();
+            if let Some(m) = status.migration_state.as_mut() {
+                m.other = Other::new();
+            }
+        }
+    }
+}
+
+impl VirtualMachine {
+    /// Drops the fields kubedrs does not model (the `other` maps).
+    pub fn drop_unmodelled(&mut self) {
+        self.spec.other = Other::new();
+        if let Some(t) = self.spec.template.as_mut() {
+            if let Some(m) = t.metadata.as_mut() {
+                m.other = Other::new();
+            }
+            if let Some(spec) = t.spec.as_mut() {
+                spec.drop_unmodelled();
+            }
+        }
+        if let Some(status) = self.status.as_mut() {
+            status.other = Other::new();
+        }
+    }
+}
+
 /// `type` of the condition that says whether KubeVirt can live-migrate a VMI.
 pub const LIVE_MIGRATABLE: &str = "LiveMigratable";
 

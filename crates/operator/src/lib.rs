@@ -14,6 +14,7 @@ pub mod demand;
 pub mod events;
 pub mod execute;
 pub mod fixtures;
+pub mod heap;
 pub mod inventory;
 pub mod keys;
 pub mod kubectl;

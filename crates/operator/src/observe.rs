@@ -532,6 +532,17 @@ fn is_live_pod(pod: &Pod) -> bool {
 /// Requests of a pod as the scheduler counts them: max(sum of containers, largest init container) plus
 /// the pod overhead. Unparseable quantities count as zero.
 pub fn pod_requests(pod: &Pod) -> Resources {
+    let overhead = pod.spec.as_ref().and_then(|s| s.overhead.as_ref()).map_or(Resources::ZERO, |o| {
+        Resources::new(
+            o.get("cpu").and_then(|q| cpu_millis(&q.0).ok()).unwrap_or(0),
+            o.get("memory").and_then(|q| memory_bytes(&q.0).ok()).unwrap_or(0),
+        )
+    });
+    pod_requests_without_overhead(pod).saturating_add(overhead)
+}
+
+/// [`pod_requests`] but for the overhead.
+pub fn pod_requests_without_overhead(pod: &Pod) -> Resources {
     let Some(spec) = pod.spec.as_ref() else { return Resources::ZERO };
     let req = |r: Option<&k8s_openapi::api::core::v1::ResourceRequirements>| {
         let m = r.and_then(|r| r.requests.as_ref());
@@ -545,17 +556,11 @@ pub fn pod_requests(pod: &Pod) -> Resources {
         spec.init_containers.iter().flatten().map(|c| req(c.resources.as_ref())).fold(Resources::ZERO, |a, b| {
             Resources::new(a.cpu_millis.max(b.cpu_millis), a.memory_bytes.max(b.memory_bytes))
         });
-    let overhead = spec.overhead.as_ref().map_or(Resources::ZERO, |o| {
-        Resources::new(
-            o.get("cpu").and_then(|q| cpu_millis(&q.0).ok()).unwrap_or(0),
-            o.get("memory").and_then(|q| memory_bytes(&q.0).ok()).unwrap_or(0),
-        )
-    });
     Resources::new(sum.cpu_millis.max(init.cpu_millis), sum.memory_bytes.max(init.memory_bytes))
-        .saturating_add(overhead)
 }
 
-fn pod_limits(pod: &Pod) -> (Option<u64>, Option<u64>) {
+/// A pod's CPU and memory limits: the sums of its containers' when every container has one.
+pub fn pod_limits(pod: &Pod) -> (Option<u64>, Option<u64>) {
     let Some(spec) = pod.spec.as_ref() else { return (None, None) };
     // A pod has a limit only when every container has one.
     let mut cpu = Some(0u64);

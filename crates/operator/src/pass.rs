@@ -540,6 +540,55 @@ mod tests {
         c
     }
 
+    /// The caches keep VMIs and VMs without what kubedrs does not model: a pass over them decides the same.
+    #[test]
+    fn a_pass_over_slimmed_vmis_and_vms_decides_the_same() {
+        let junk = |o: &mut crate::kubevirt::Other, key: &str| {
+            o.insert(
+                key.into(),
+                serde_json::Value::Array(vec![serde_json::json!({"name": "rootdisk", "disk": {"bus": "virtio"}}); 8]),
+            );
+        };
+        let full = evacuation(|c| {
+            let mut vmis: Vec<VirtualMachineInstance> = c.vmis.iter().map(|v| (**v).clone()).collect();
+            vmis.push(vmi("shop/new").pending().cpus(2).memory("2Gi").label(keys::POOL, "prod").build());
+            for v in &mut vmis {
+                junk(&mut v.spec.other, "volumes");
+                junk(&mut v.spec.domain.other, "devices");
+                let status = v.status.get_or_insert_with(Default::default);
+                junk(&mut status.other, "interfaces");
+            }
+            c.pods.push(Arc::new(kubedrs_pod(&vmis[3])));
+            let mut shop_vm = vm("shop/a").label("app", "web").build();
+            junk(&mut shop_vm.spec.other, "dataVolumeTemplates");
+            c.vms = vec![Arc::new(shop_vm)];
+            c.vmis = vmis.into_iter().map(Arc::new).collect();
+        });
+        let mut slim = full.clone();
+        for v in &mut slim.vmis {
+            Arc::make_mut(v).drop_unmodelled();
+        }
+        for v in &mut slim.vms {
+            Arc::make_mut(v).drop_unmodelled();
+        }
+        let size = |c: &Cluster| {
+            let vmis: usize = c.vmis.iter().map(|v| serde_json::to_vec(&**v).unwrap().len()).sum();
+            let vms: usize = c.vms.iter().map(|v| serde_json::to_vec(&**v).unwrap().len()).sum();
+            vmis + vms
+        };
+        assert!(size(&slim) * 3 < size(&full), "{} bytes of {}", size(&slim), size(&full));
+
+        let (a, b) = (
+            run(&full, &PoolMemo::default(), Settings::default(), NOW),
+            run(&slim, &PoolMemo::default(), Settings::default(), NOW),
+        );
+        assert_eq!(created(&a).len(), 2, "{:?}", a.actions);
+        assert!(a.actions.iter().any(|x| matches!(x, Action::Bind { .. })), "{:?}", a.actions);
+        assert_eq!(a.actions, b.actions);
+        assert_eq!(a.status, b.status);
+        assert_eq!(a.baseline, b.baseline);
+    }
+
     #[test]
     fn a_pending_vm_in_a_pool_is_placed_by_binding_its_launcher_pod() {
         let mut new = vmi("shop/new").pending().cpus(2).memory("2Gi").label(keys::POOL, "prod").build();

@@ -68,9 +68,13 @@ pub struct RunArgs {
     /// How often VM usage is read from metrics.k8s.io.
     #[arg(long, env = "KUBEDRS_DEMAND_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub demand_interval: Duration,
-    /// Quiet time after a relevant change before the triggered pass.
+    /// Quiet time after a relevant change before the triggered pass (a burst of changes makes one pass).
     #[arg(long, env = "KUBEDRS_DEBOUNCE", default_value = "2s", value_parser = parse_duration)]
     pub debounce: Duration,
+    /// Quiet time instead of --debounce after a change a user waits on: a node's maintenance annotation,
+    /// cordon or readiness, a VM waiting to be placed.
+    #[arg(long, env = "KUBEDRS_URGENT_DEBOUNCE", default_value = "100ms", value_parser = parse_duration)]
+    pub urgent_debounce: Duration,
     /// Finished migrations kubedrs keeps per pool beyond the 24 h history (older ones are deleted).
     #[arg(long, env = "KUBEDRS_KEEP_FINISHED", default_value_t = 20)]
     pub keep_finished: usize,
@@ -128,14 +132,14 @@ async fn main(args: RunArgs) -> anyhow::Result<()> {
     });
 
     // Reflectors.
-    // The controller owns the HostPool reflector; a pass that patches the status triggers one more pass,
-    // which finds nothing to change (the status is patched only when it changed).
+    // The controller owns the HostPool reflector; a pool's spec, labels, annotations or deletion trigger its
+    // pass, its status (which passes write) does not (`inventory::pool_input`).
     let (trigger, pokes) = Trigger::new();
     let skipped = Skipped::new(metrics.objects_skipped.clone());
     let reflectors = Reflectors { trigger: trigger.clone(), skipped, readiness: readiness.clone() };
     let (inv, (pool_stream, pool_store)) = inventory::start(&watch_client, &reflectors);
     let controller = Controller::for_stream(pool_stream, pool_store)
-        .with_config(controller::Config::default().concurrency(2).debounce(Duration::from_secs(1)));
+        .with_config(controller::Config::default().concurrency(2).debounce(args.urgent_debounce));
 
     let demand = Arc::new(Mutex::new(DemandWindow::default()));
     tokio::spawn(inventory::poll_demand(client.clone(), inv.clone(), demand.clone(), args.demand_interval));
@@ -193,7 +197,7 @@ async fn main(args: RunArgs) -> anyhow::Result<()> {
         readiness,
     });
     controller
-        .reconcile_all_on(debounced(pokes, args.debounce))
+        .reconcile_all_on(debounced(pokes, args.debounce, args.urgent_debounce))
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {

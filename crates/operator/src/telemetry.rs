@@ -17,7 +17,8 @@
 //!   a pass waits 2 s rather than decide on caches that missed changes), `kubedrs_leader` (1 on a replica that
 //!   acts on at least one pool), `kubedrs_pools_owned` (pools whose Lease this replica holds: read from the
 //!   fences when scraped, so they drop the moment a fence does) and `kubedrs_objects_skipped{kind}` (objects
-//!   no step can read, left out until fixed: see `tolerant.rs`).
+//!   no step can read, left out until fixed: see `tolerant.rs`), `kubedrs_heap_allocated_bytes` and
+//!   `kubedrs_heap_resident_bytes` (the allocator's figures when scraped: see `heap.rs`).
 //!
 //! `/healthz` answers 200 while the process serves (liveness: a restart would not help an API server that
 //! is down); `/readyz` answers 200 while the caches are fresh and the API server answers, else 503 with
@@ -66,6 +67,8 @@ pub struct Metrics {
     pub leader: Gauge,
     pub objects_skipped: Family<Labels, Gauge>,
     pub pools_owned: Gauge,
+    pub heap_allocated: Gauge,
+    pub heap_resident: Gauge,
     /// Node series published per pool, to drop the ones of nodes that left.
     node_series: Mutex<BTreeMap<String, BTreeSet<Labels>>>,
     /// Finished migrations per pool, `(reason, result)` -> count, for the status `totals`.
@@ -93,6 +96,8 @@ impl Metrics {
             leader: Gauge::default(),
             objects_skipped: Family::default(),
             pools_owned: Gauge::default(),
+            heap_allocated: Gauge::default(),
+            heap_resident: Gauge::default(),
             node_series: Mutex::default(),
             totals: Mutex::default(),
             registry: Registry::default(),
@@ -141,6 +146,16 @@ impl Metrics {
         );
         registry.register("kubedrs_leader", "1 on a replica that acts on at least one pool", m.leader.clone());
         registry.register("kubedrs_pools_owned", "Pools whose Lease this replica holds", m.pools_owned.clone());
+        registry.register(
+            "kubedrs_heap_allocated_bytes",
+            "Bytes of memory the operator holds (the allocator's count)",
+            m.heap_allocated.clone(),
+        );
+        registry.register(
+            "kubedrs_heap_resident_bytes",
+            "Bytes of memory the allocator keeps resident for the operator",
+            m.heap_resident.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -233,6 +248,10 @@ async fn metrics(State(h): State<Health>) -> impl IntoResponse {
         let owned = shards.owned();
         h.metrics.pools_owned.set(i64::try_from(owned).unwrap_or(i64::MAX));
         h.metrics.leader.set(i64::from(owned > 0));
+    }
+    if let Some(f) = crate::heap::figures() {
+        h.metrics.heap_allocated.set(i64::try_from(f.allocated).unwrap_or(i64::MAX));
+        h.metrics.heap_resident.set(i64::try_from(f.resident).unwrap_or(i64::MAX));
     }
     match h.metrics.encode() {
         Ok(body) => (
