@@ -3,8 +3,9 @@
 //! jemalloc rather than the C library's allocator: the operator's memory comes and goes in bursts (a
 //! relist parses every object of a kind at once, a pass builds a snapshot of its pool), spread over the
 //! runtime's threads. glibc gives each thread an arena and returns little of a freed burst to the system, so
-//! the resident size grows with the size of the largest burst and the number of threads; jemalloc returns
-//! freed pages to the system a few seconds after they are freed (its decay). `/metrics` shows both figures (`kubedrs_heap_allocated_bytes`, what the
+//! the resident size grows with the size of the largest burst and the number of threads; jemalloc's
+//! background thread returns freed pages to the system seconds after they are freed (its decay), even
+//! while the operator is idle. `/metrics` shows both figures (`kubedrs_heap_allocated_bytes`, what the
 //! program holds; `kubedrs_heap_resident_bytes`, what the allocator keeps in memory for it), which tell data
 //! that grows from memory that is not given back.
 
