@@ -3,7 +3,8 @@
 //! The input side of **observe**: every pass reads the stores ([`Inventory::cluster`]) and hands them to the
 //! pure [`crate::observe::observe`]. One reflector (watch + cache) per kind: Nodes, Namespaces,
 //! HostPools (owned by the controller, see `controller.rs`), VirtualMachines and VirtualMachineInstances
-//! (without the fields kubedrs does not model: [`slim_vmi`]), Pods (all of them: pods that are not VMs take
+//! (without the fields kubedrs does not model:
+//! [`VirtualMachineInstance::drop_unmodelled`]), Pods (all of them: pods that are not VMs take
 //! node capacity; each is cut down to what observe reads, see [`slim_pod`]), and
 //! VirtualMachineInstanceMigrations.
 //!
@@ -294,15 +295,6 @@ fn slim_pod(pod: &mut Pod) {
     }
 }
 
-/// VMIs and VMs keep what kubedrs models of them (see [`VirtualMachineInstance::drop_unmodelled`]).
-fn slim_vmi(v: &mut VirtualMachineInstance) {
-    v.drop_unmodelled();
-}
-
-fn slim_vm(v: &mut VirtualMachine) {
-    v.drop_unmodelled();
-}
-
 /// The watch of one kind, read object by object ([`crate::tolerant`]): unreadable objects are skipped and
 /// recorded in `skipped`, the others go on to the store.
 /// Every event and error also goes to `/readyz` ([`Readiness`]); a failed watch is retried after
@@ -431,8 +423,8 @@ pub fn start(client: &Client, ctx: &Reflectors) -> (Inventory, PoolWatch) {
         pools: pools.clone(),
         nodes: spawn_reflector(client, "Node", ctx, node_fp, keep),
         namespaces: spawn_reflector(client, "Namespace", ctx, namespace_fp, keep),
-        vms: spawn_reflector(client, "VirtualMachine", ctx, vm_fp, slim_vm),
-        vmis: spawn_reflector(client, "VirtualMachineInstance", ctx, vmi_fp, slim_vmi),
+        vms: spawn_reflector(client, "VirtualMachine", ctx, vm_fp, VirtualMachine::drop_unmodelled),
+        vmis: spawn_reflector(client, "VirtualMachineInstance", ctx, vmi_fp, VirtualMachineInstance::drop_unmodelled),
         pods: spawn_reflector(client, "Pod", ctx, pod_fp, slim_pod),
         migrations: spawn_reflector(client, "VirtualMachineInstanceMigration", ctx, vmim_fp, keep),
         skipped: ctx.skipped.clone(),

@@ -532,25 +532,23 @@ fn is_live_pod(pod: &Pod) -> bool {
 /// Requests of a pod as the scheduler counts them: max(sum of containers, largest init container) plus
 /// the pod overhead. Unparseable quantities count as zero.
 pub fn pod_requests(pod: &Pod) -> Resources {
-    let overhead = pod.spec.as_ref().and_then(|s| s.overhead.as_ref()).map_or(Resources::ZERO, |o| {
-        Resources::new(
-            o.get("cpu").and_then(|q| cpu_millis(&q.0).ok()).unwrap_or(0),
-            o.get("memory").and_then(|q| memory_bytes(&q.0).ok()).unwrap_or(0),
-        )
-    });
+    let overhead = quantities(pod.spec.as_ref().and_then(|s| s.overhead.as_ref()));
     pod_requests_without_overhead(pod).saturating_add(overhead)
+}
+
+/// CPU and memory of a pod's quantity map (requests, overhead); absent or unparseable ones count as zero.
+fn quantities(m: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>) -> Resources {
+    Resources::new(
+        m.and_then(|m| m.get("cpu")).and_then(|q| cpu_millis(&q.0).ok()).unwrap_or(0),
+        m.and_then(|m| m.get("memory")).and_then(|q| memory_bytes(&q.0).ok()).unwrap_or(0),
+    )
 }
 
 /// [`pod_requests`] but for the overhead.
 pub fn pod_requests_without_overhead(pod: &Pod) -> Resources {
     let Some(spec) = pod.spec.as_ref() else { return Resources::ZERO };
-    let req = |r: Option<&k8s_openapi::api::core::v1::ResourceRequirements>| {
-        let m = r.and_then(|r| r.requests.as_ref());
-        Resources::new(
-            m.and_then(|m| m.get("cpu")).and_then(|q| cpu_millis(&q.0).ok()).unwrap_or(0),
-            m.and_then(|m| m.get("memory")).and_then(|q| memory_bytes(&q.0).ok()).unwrap_or(0),
-        )
-    };
+    let req =
+        |r: Option<&k8s_openapi::api::core::v1::ResourceRequirements>| quantities(r.and_then(|r| r.requests.as_ref()));
     let sum = spec.containers.iter().fold(Resources::ZERO, |acc, c| acc.saturating_add(req(c.resources.as_ref())));
     let init =
         spec.init_containers.iter().flatten().map(|c| req(c.resources.as_ref())).fold(Resources::ZERO, |a, b| {

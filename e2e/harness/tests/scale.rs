@@ -65,22 +65,35 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
+/// The API server's CPU seconds used since [`ApiserverCpu::start`], per second of wall time.
+struct ApiserverCpu {
+    pid: u32,
+    cpu0: f64,
+    t0: Instant,
+}
+
+impl ApiserverCpu {
+    fn start() -> anyhow::Result<ApiserverCpu> {
+        let pid = Component::new("kube-apiserver").pid()?;
+        Ok(ApiserverCpu { pid, cpu0: cpu_seconds(pid).context("apiserver stat")?, t0: Instant::now() })
+    }
+
+    fn per_second(&self) -> anyhow::Result<f64> {
+        Ok((cpu_seconds(self.pid).context("apiserver stat")? - self.cpu0) / self.t0.elapsed().as_secs_f64())
+    }
+}
+
 /// The API server's CPU per second over `period`.
 async fn apiserver_cpu(period: Duration) -> anyhow::Result<f64> {
-    let pid = Component::new("kube-apiserver").pid()?;
-    let c0 = cpu_seconds(pid).context("apiserver stat")?;
-    let t0 = Instant::now();
+    let cpu = ApiserverCpu::start()?;
     // Measuring over a window is the point: no state to wait for.
     tokio::time::sleep(period).await;
-    let c1 = cpu_seconds(pid).context("apiserver stat")?;
-    Ok((c1 - c0) / t0.elapsed().as_secs_f64())
+    cpu.per_second()
 }
 
 /// A gauge of the operator's `/metrics`, MiB.
 fn gauge_mib(port: u16, name: &str) -> Option<f64> {
-    let body = http_get(port, "/metrics").ok()?;
-    let line = body.lines().find(|l| l.split_whitespace().next() == Some(name))?;
-    Some(line.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1048576.0)
+    Some(metric_value(&http_get(port, "/metrics").ok()?, name, &[])? / 1048576.0)
 }
 
 /// Pass durations (seconds) of the operator's log, from line `from` on.
@@ -250,8 +263,7 @@ async fn scale_bench() -> anyhow::Result<()> {
         let on_victim = s.placement().await?.values().filter(|x| **x == victim).count();
         let before_migs = s.list_vmims().await?.len();
         let (e0, _, ew0) = proxy.traffic();
-        let apiserver = Component::new("kube-apiserver").pid()?;
-        let cpu_evac0 = cpu_seconds(apiserver).context("apiserver stat")?;
+        let evac_cpu = ApiserverCpu::start()?;
         let t_evac = Instant::now();
         s.annotate_node(&victim, MAINTENANCE, Some("true")).await?;
         let first = loop {
@@ -271,7 +283,7 @@ async fn scale_bench() -> anyhow::Result<()> {
         .await?;
         let evac_s = t_evac.elapsed().as_secs_f64();
         let (e1, _, ew1) = proxy.traffic();
-        let cpu_evac = (cpu_seconds(apiserver).context("apiserver stat")? - cpu_evac0) / evac_s;
+        let cpu_evac = evac_cpu.per_second()?;
         let (rss, hwm) = memory_mib(pid).unwrap_or((0.0, 0.0));
         let heap = gauge_mib(port, "kubedrs_heap_allocated_bytes").unwrap_or(0.0);
         let heap_resident = gauge_mib(port, "kubedrs_heap_resident_bytes").unwrap_or(0.0);
