@@ -726,7 +726,7 @@ mod whole_pass {
         Cluster {
             pools: vec![Arc::new(pool("prod").selects(keys::POOL, "prod").build())],
             nodes: nodes.into_iter().map(Arc::new).collect(),
-            pods: pods.into_iter().map(Arc::new).collect(),
+            pods: pods.into_iter().map(|p| Arc::new(p.into())).collect(),
             vmis: vmis.into_iter().map(Arc::new).collect(),
             ..Cluster::default()
         }
@@ -793,8 +793,8 @@ mod whole_pass {
         // Another workload's pod on n2 (not a VM): it takes allocatable from the VMs.
         let other = pod("infra/cache").on("n2").requests("1", n2_taken).build();
         let mut c = pool_of(vec![n("n1"), n("n2")], vec![(a, a_pod)]);
-        c.pods.push(Arc::new(target));
-        c.pods.push(Arc::new(other));
+        c.pods.push(Arc::new(target.into()));
+        c.pods.push(Arc::new(other.into()));
         c.migrations.push(Arc::new(m));
         c
     }
@@ -829,8 +829,8 @@ mod whole_pass {
         target.spec.as_mut().unwrap().scheduler_name = Some(keys::SCHEDULER_NAME.into());
         target.metadata.labels.get_or_insert_default().insert(keys::MIGRATION_JOB_LABEL.into(), "m-uid".into());
         let mut c = pool_of(vec![n("n1"), n("n2"), n("n3")], vec![(a, a_pod), (b, b_pod)]);
-        c.pods.push(Arc::new(target));
-        c.pods.push(Arc::new(pod("infra/cache").on("n3").requests("1", "60Gi").build()));
+        c.pods.push(Arc::new(target.into()));
+        c.pods.push(Arc::new(pod("infra/cache").on("n3").requests("1", "60Gi").build().into()));
         c.migrations.push(Arc::new(m));
         let out = run(&c);
         assert_eq!(binds(&out), vec!["virt-launcher-a-target->n2"], "{:?}", out.actions);

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Pod;
+use crate::pod::CachedPod;
 use kubedrs_engine::Resources;
 
 use crate::metrics_api::PodMetrics;
@@ -49,7 +49,7 @@ impl DemandWindow {
 
     /// Records the usage of every virt-launcher pod in `metrics` (pods matched to their VMI through
     /// `pods`). Returns warnings for metrics that do not parse.
-    pub fn record_pod_metrics(&mut self, pods: &[Arc<Pod>], metrics: &[PodMetrics], now: u64) -> Vec<Warning> {
+    pub fn record_pod_metrics(&mut self, pods: &[Arc<CachedPod>], metrics: &[PodMetrics], now: u64) -> Vec<Warning> {
         let owner: BTreeMap<(String, String), String> = pods
             .iter()
             .filter_map(|p| Some(((p.metadata.namespace.clone()?, p.metadata.name.clone()?), launcher_vmi_key(p)?)))

@@ -466,7 +466,7 @@ pub fn one_vm_leaving_n1() -> crate::observe::Cluster {
             Arc::new(node("n1").cpu("16").memory("64Gi").in_pool("prod").maintenance().build()),
             Arc::new(node("n2").cpu("16").memory("64Gi").in_pool("prod").build()),
         ],
-        pods: vec![Arc::new(launcher(&a).build())],
+        pods: vec![Arc::new(launcher(&a).build().into())],
         vmis: vec![Arc::new(a)],
         ..Default::default()
     }

@@ -5,7 +5,7 @@
 //! HostPools (owned by the controller, see `controller.rs`), VirtualMachines and VirtualMachineInstances
 //! (without the fields kubedrs does not model:
 //! [`VirtualMachineInstance::drop_unmodelled`]), Pods (all of them: pods that are not VMs take
-//! node capacity; each is cut down to what observe reads, see [`slim_pod`]), and
+//! node capacity; each read as a [`CachedPod`]: only what observe reads), and
 //! VirtualMachineInstanceMigrations.
 //!
 //! Passes run on each pool's `interval` (always: load changes without any event) and on relevant changes,
@@ -25,8 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Container, Namespace, Node, Pod, PodSpec, PodStatus, ResourceRequirements};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::api::ListParams;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
@@ -41,7 +40,8 @@ use crate::crd::HostPool;
 use crate::keys;
 use crate::kubevirt::{VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceMigration};
 use crate::metrics_api::PodMetrics;
-use crate::observe::{Cluster, DemandWindow, MAX_CPU_MILLIS, MAX_MEMORY_BYTES};
+use crate::observe::{Cluster, DemandWindow};
+use crate::pod::CachedPod;
 
 /// Read handles on every store a pass needs.
 #[derive(Clone)]
@@ -51,7 +51,7 @@ pub struct Inventory {
     pub namespaces: Store<Namespace>,
     pub vms: Store<VirtualMachine>,
     pub vmis: Store<VirtualMachineInstance>,
-    pub pods: Store<Pod>,
+    pub pods: Store<CachedPod>,
     pub migrations: Store<VirtualMachineInstanceMigration>,
     /// Objects the reflectors could not read and left out of the stores.
     pub skipped: Skipped,
@@ -218,9 +218,8 @@ fn vmi_fp(v: &VirtualMachineInstance) -> Option<Fp> {
 }
 
 /// Only pending pods kubedrs must bind; one appearing is urgent (its VM waits to start).
-fn pod_fp(p: &Pod) -> Option<Fp> {
-    let spec = p.spec.as_ref()?;
-    (spec.scheduler_name.as_deref() == Some(keys::SCHEDULER_NAME) && spec.node_name.is_none())
+fn pod_fp(p: &CachedPod) -> Option<Fp> {
+    (p.scheduler_name.as_deref() == Some(keys::SCHEDULER_NAME) && p.node_name.is_none())
         .then(|| Fp { urgent: "pending".into(), routine: String::new() })
 }
 
@@ -240,7 +239,8 @@ fn poke_for(before: Option<&Fp>, now: Option<&Fp>) -> Option<Urgency> {
 }
 
 /// Drops what no step reads of any object (managed fields, the last-applied annotation) to keep the caches
-/// small; each kind's own trim (`slim_pod`, or `keep`) follows.
+/// small; each kind's own trim (`drop_unmodelled`, or `keep`) follows. Pods are read as [`CachedPod`]s,
+/// which keep only what observe reads.
 fn slim<K: Resource>(obj: &mut K) {
     obj.meta_mut().managed_fields = None;
     if let Some(a) = obj.meta_mut().annotations.as_mut() {
@@ -250,50 +250,6 @@ fn slim<K: Resource>(obj: &mut K) {
 
 /// The trim of a kind whose objects are kept whole (but for [`slim`]).
 fn keep<K>(_: &mut K) {}
-
-/// Pods are most of what kubedrs caches (a virt-launcher pod is several KiB of volumes, environment and
-/// container statuses, and the cluster's other pods count too): only what observe reads is kept, the
-/// metadata, the node, the scheduler, the node selector, the overhead and the phase; the containers become
-/// one that holds the pod's requests and limits as observe counts them ([`crate::observe::pod_requests`]
-/// without the overhead, [`crate::observe::pod_limits`]). A container is a 2 KiB struct before its data:
-/// a launcher pod's four (compute, a volume's and two init containers) were 20 KiB of the 26 KiB cached.
-/// Both sums are at most [`MAX_CPU_MILLIS`] and [`MAX_MEMORY_BYTES`], the most a quantity may say.
-fn slim_pod(pod: &mut Pod) {
-    let requests = crate::observe::pod_requests_without_overhead(pod);
-    let (cpu_limit, memory_limit) = crate::observe::pod_limits(pod);
-    let quantities = |cpu: Option<u64>, memory: Option<u64>| {
-        let mut m = BTreeMap::new();
-        if let Some(c) = cpu {
-            m.insert("cpu".to_string(), Quantity(format!("{}m", c.min(MAX_CPU_MILLIS))));
-        }
-        if let Some(b) = memory {
-            m.insert("memory".to_string(), Quantity(b.min(MAX_MEMORY_BYTES).to_string()));
-        }
-        m
-    };
-    if let Some(spec) = pod.spec.take() {
-        let pod_total = Container {
-            name: "pod".to_string(),
-            resources: Some(ResourceRequirements {
-                requests: Some(quantities(Some(requests.cpu_millis), Some(requests.memory_bytes))),
-                limits: Some(quantities(cpu_limit, memory_limit)),
-                ..ResourceRequirements::default()
-            }),
-            ..Container::default()
-        };
-        pod.spec = Some(PodSpec {
-            node_name: spec.node_name,
-            scheduler_name: spec.scheduler_name,
-            node_selector: spec.node_selector,
-            overhead: spec.overhead,
-            containers: vec![pod_total],
-            ..PodSpec::default()
-        });
-    }
-    if let Some(status) = pod.status.take() {
-        pod.status = Some(PodStatus { phase: status.phase, ..PodStatus::default() });
-    }
-}
 
 /// The watch of one kind, read object by object ([`crate::tolerant`]): unreadable objects are skipped and
 /// recorded in `skipped`, the others go on to the store.
@@ -425,7 +381,7 @@ pub fn start(client: &Client, ctx: &Reflectors) -> (Inventory, PoolWatch) {
         namespaces: spawn_reflector(client, "Namespace", ctx, namespace_fp, keep),
         vms: spawn_reflector(client, "VirtualMachine", ctx, vm_fp, VirtualMachine::drop_unmodelled),
         vmis: spawn_reflector(client, "VirtualMachineInstance", ctx, vmi_fp, VirtualMachineInstance::drop_unmodelled),
-        pods: spawn_reflector(client, "Pod", ctx, pod_fp, slim_pod),
+        pods: spawn_reflector(client, "Pod", ctx, pod_fp, keep),
         migrations: spawn_reflector(client, "VirtualMachineInstanceMigration", ctx, vmim_fp, keep),
         skipped: ctx.skipped.clone(),
     };
@@ -550,109 +506,12 @@ mod tests {
         assert_eq!(urgent(&plain, &None), Some(Urgency::Routine), "a node that no longer matters");
 
         let v = vmi("ns/a").pending().build();
-        let mut pending = launcher(&v).build();
-        if let Some(s) = pending.spec.as_mut() {
-            s.scheduler_name = Some("kubedrs".into());
-        }
+        let mut pending = CachedPod::from(launcher(&v).build());
+        pending.scheduler_name = Some("kubedrs".into());
         assert_eq!(urgent(&None, &pod_fp(&pending)), Some(Urgency::Urgent), "a VM waiting for placement");
         assert_eq!(urgent(&pod_fp(&pending), &pod_fp(&pending)), None);
         let running = vmi("ns/a").on("n1").build();
         assert_eq!(urgent(&vmi_fp(&v), &vmi_fp(&running)), Some(Urgency::Routine));
-    }
-
-    #[test]
-    fn a_slim_pod_keeps_what_observe_reads() {
-        use k8s_openapi::api::core::v1::{ContainerStatus, EnvVar, Volume};
-        let v = vmi("ns/a").build();
-        let mut pod = launcher(&v).on("n1").requests("2", "4Gi").limits("2", "4Gi").phase("Running").build();
-        let spec = pod.spec.as_mut().unwrap();
-        spec.scheduler_name = Some("kubedrs".into());
-        spec.node_selector = Some([("kubevirt.io/schedulable".to_string(), "true".to_string())].into());
-        spec.volumes = Some(vec![Volume { name: "private".into(), ..Volume::default() }; 20]);
-        spec.containers[0].env = Some(vec![
-            EnvVar {
-                name: "XDG_CACHE_HOME".into(),
-                value: Some("/var/run/kubevirt-private".into()),
-                ..EnvVar::default()
-            };
-            20
-        ]);
-        spec.init_containers =
-            Some(vec![Container { name: "init".into(), image: Some("virt-launcher".into()), ..Container::default() }]);
-        pod.status.as_mut().unwrap().container_statuses = Some(vec![ContainerStatus {
-            name: "compute".into(),
-            image: "virt-launcher".into(),
-            ..ContainerStatus::default()
-        }]);
-        let mut slimmed = pod.clone();
-        slim(&mut slimmed);
-        slim_pod(&mut slimmed);
-
-        let size = |p: &Pod| serde_json::to_vec(p).unwrap().len();
-        assert!(size(&slimmed) * 3 < size(&pod), "{} bytes of {}", size(&slimmed), size(&pod));
-        assert_eq!(crate::observe::pod_requests(&slimmed), crate::observe::pod_requests(&pod));
-        assert_ne!(crate::observe::pod_requests(&slimmed), kubedrs_engine::Resources::ZERO);
-        assert_eq!(crate::observe::launcher_vmi_key(&slimmed), crate::observe::launcher_vmi_key(&pod));
-        assert_eq!(pod_fp(&slimmed), pod_fp(&pod));
-        assert_eq!(crate::observe::pod_limits(&slimmed), crate::observe::pod_limits(&pod));
-        let (a, b) = (slimmed.spec.unwrap(), pod.spec.unwrap());
-        assert_eq!((a.node_name, a.scheduler_name, a.node_selector), (b.node_name, b.scheduler_name, b.node_selector));
-        assert_eq!(a.containers.len(), 1);
-        assert_eq!(a.init_containers, None);
-        assert_eq!(slimmed.status.unwrap().phase.as_deref(), Some("Running"));
-        assert_eq!(slimmed.metadata, pod.metadata);
-    }
-
-    proptest::proptest! {
-        /// Whatever the containers (requests and limits or none, quantities that do not parse, init
-        /// containers larger or smaller than the sum, an overhead), the slim pod counts the same.
-        #[test]
-        fn a_slim_pod_counts_the_same_requests_and_limits(
-            containers in proptest::collection::vec((quantity(), quantity(), quantity(), quantity()), 0..4),
-            inits in proptest::collection::vec((quantity(), quantity()), 0..3),
-            overhead in (quantity(), quantity()),
-        ) {
-            let resources = |pairs: [(&str, Option<String>); 2]| {
-                let m: BTreeMap<String, Quantity> =
-                    pairs.into_iter().filter_map(|(k, v)| Some((k.to_string(), Quantity(v?)))).collect();
-                (!m.is_empty()).then_some(m)
-            };
-            let container = |name: String, requests, limits| Container {
-                name,
-                resources: Some(ResourceRequirements { requests, limits, ..ResourceRequirements::default() }),
-                ..Container::default()
-            };
-            let mut pod = launcher(&vmi("ns/a").build()).on("n1").build();
-            let spec = pod.spec.as_mut().unwrap();
-            spec.containers = containers
-                .into_iter()
-                .enumerate()
-                .map(|(i, (rc, rm, lc, lm))| {
-                    container(format!("c{i}"), resources([("cpu", rc), ("memory", rm)]), resources([("cpu", lc), ("memory", lm)]))
-                })
-                .collect();
-            spec.init_containers = Some(
-                inits.into_iter().enumerate().map(|(i, (c, m))| container(format!("i{i}"), resources([("cpu", c), ("memory", m)]), None)).collect(),
-            );
-            spec.overhead = resources([("cpu", overhead.0), ("memory", overhead.1)]);
-            let mut slimmed = pod.clone();
-            slim_pod(&mut slimmed);
-            proptest::prop_assert_eq!(crate::observe::pod_requests(&slimmed), crate::observe::pod_requests(&pod));
-            proptest::prop_assert_eq!(crate::observe::pod_limits(&slimmed), crate::observe::pod_limits(&pod));
-        }
-    }
-
-    /// A quantity as a pod may hold it: absent, plain, suffixed, fractional, or not a quantity.
-    fn quantity() -> impl proptest::strategy::Strategy<Value = Option<String>> {
-        use proptest::prelude::*;
-        prop_oneof![
-            Just(None),
-            (0u64..64).prop_map(|n| Some(n.to_string())),
-            (0u64..64_000).prop_map(|n| Some(format!("{n}m"))),
-            (0u64..512).prop_map(|n| Some(format!("{n}Mi"))),
-            (0u64..8).prop_map(|n| Some(format!("{n}.5Gi"))),
-            Just(Some("lots".to_string())),
-        ]
     }
 
     #[test]
@@ -681,11 +540,9 @@ mod tests {
         let c = node("n1").cordoned().build();
         assert_ne!(node_fp(&n), node_fp(&c));
         let v = vmi("ns/a").pending().build();
-        let mut pending = launcher(&v).build();
+        let mut pending = CachedPod::from(launcher(&v).build());
         assert_eq!(pod_fp(&pending), None, "default scheduler");
-        if let Some(s) = pending.spec.as_mut() {
-            s.scheduler_name = Some("kubedrs".into());
-        }
+        pending.scheduler_name = Some("kubedrs".into());
         assert!(pod_fp(&pending).is_some());
         assert_ne!(vmi_fp(&v), vmi_fp(&vmi("ns/a").on("n1").build()));
     }

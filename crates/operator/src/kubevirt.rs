@@ -355,12 +355,24 @@ impl VirtualMachineInstanceSpec {
     }
 }
 
+/// Keeps only the annotations kubedrs reads (its own, `kubedrs.io/...`): KubeVirt and other tools annotate
+/// VMs and VMIs with values that need not be cached.
+fn keep_kubedrs_annotations(meta: &mut ObjectMeta) {
+    if let Some(a) = meta.annotations.as_mut() {
+        a.retain(|k, _| k.starts_with(crate::crd::PREFIX));
+    }
+}
+
 impl VirtualMachineInstance {
-    /// Drops the fields kubedrs does not model (the `other` maps).
+    /// Drops the fields kubedrs does not model (the `other` maps, annotations not kubedrs', finalizers,
+    /// conditions but `LiveMigratable`).
     pub fn drop_unmodelled(&mut self) {
         self.spec.drop_unmodelled();
+        keep_kubedrs_annotations(&mut self.metadata);
+        self.metadata.finalizers = None;
         if let Some(status) = self.status.as_mut() {
             status.other = Other::new();
+            status.conditions.retain(|c| c.type_ == LIVE_MIGRATABLE);
             if let Some(m) = status.migration_state.as_mut() {
                 m.other = Other::new();
             }
@@ -369,8 +381,10 @@ impl VirtualMachineInstance {
 }
 
 impl VirtualMachine {
-    /// Drops the fields kubedrs does not model (the `other` maps).
+    /// Drops the fields kubedrs does not model (the `other` maps, annotations not kubedrs', finalizers).
     pub fn drop_unmodelled(&mut self) {
+        keep_kubedrs_annotations(&mut self.metadata);
+        self.metadata.finalizers = None;
         self.spec.other = Other::new();
         if let Some(t) = self.spec.template.as_mut() {
             if let Some(m) = t.metadata.as_mut() {
@@ -667,6 +681,25 @@ impl VirtualMachineInstanceMigration {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trimmed_vmi_keeps_kubedrs_annotations_and_the_live_migratable_condition() {
+        let mut v: VirtualMachineInstance = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+            "metadata": {"name": "a", "namespace": "ns", "finalizers": ["kubevirt.io/virtualMachineControllerFinalize"],
+                         "annotations": {"kubevirt.io/latest-observed-api-version": "v1", "kubedrs.io/shares": "high"}},
+            "spec": {"domain": {"devices": {"disks": [{"name": "root"}]}}},
+            "status": {"phase": "Running", "nodeName": "n1", "interfaces": [{"ipAddress": "10.0.0.1"}],
+                       "conditions": [{"type": "Ready", "status": "True"}, {"type": "LiveMigratable", "status": "True"}]},
+        }))
+        .unwrap();
+        v.drop_unmodelled();
+        assert_eq!(v.metadata.annotations, Some([("kubedrs.io/shares".to_string(), "high".to_string())].into()));
+        assert_eq!(v.metadata.finalizers, None);
+        assert_eq!(v.live_migratable(), Some(true));
+        assert_eq!(v.status.as_ref().unwrap().conditions.len(), 1);
+        assert_eq!((v.node_name(), v.spec.domain.other.len()), (Some("n1"), 0));
+    }
 
     #[test]
     fn quantities_take_strings_and_integers() {

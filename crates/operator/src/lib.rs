@@ -26,6 +26,7 @@ pub mod migrations;
 pub mod observe;
 pub mod pass;
 pub mod plan_cli;
+pub mod pod;
 pub mod readiness;
 pub mod run;
 pub mod shards;

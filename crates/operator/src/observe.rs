@@ -25,7 +25,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Namespace, Node as KubeNode, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node as KubeNode};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::actuate::{PendingPod, PodKind};
@@ -36,6 +36,7 @@ use super::kubevirt::{
     Quantity, VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceMigration, VirtualMachineInstanceSpec,
 };
 use super::maintenance::NodeView;
+use super::pod::CachedPod;
 use kubedrs_engine::{
     Allocation, CpuRequirement, InFlight, Labels, Node, NodeState, PastMove, Resources, Shares, Snapshot, Vm,
     VmAutomation,
@@ -71,7 +72,7 @@ pub struct Cluster {
     pub vms: Vec<Arc<VirtualMachine>>,
     pub vmis: Vec<Arc<VirtualMachineInstance>>,
     /// All pods: virt-launcher pods give the VMs' real requests; the others use node capacity.
-    pub pods: Vec<Arc<Pod>>,
+    pub pods: Vec<Arc<CachedPod>>,
     pub migrations: Vec<Arc<VirtualMachineInstanceMigration>>,
     /// Objects the reflectors could not read (left out of the lists above): each gets an `Unreadable`
     /// warning.
@@ -517,65 +518,15 @@ pub fn cpu_labels(labels: Option<&BTreeMap<String, String>>) -> CpuLabels {
 // ---------------------------------------------------------------------------------------------------------
 
 /// The VMI a virt-launcher pod runs (`namespace/name`), from its controller owner reference.
-pub fn launcher_vmi_key(pod: &Pod) -> Option<String> {
-    let is_launcher =
-        pod.metadata.labels.as_ref().and_then(|l| l.get(keys::KUBEVIRT_APP)).is_some_and(|v| v == "virt-launcher");
+pub fn launcher_vmi_key(pod: &CachedPod) -> Option<String> {
+    let is_launcher = pod.label(keys::KUBEVIRT_APP) == Some("virt-launcher");
     let owner = pod.metadata.owner_references.as_ref()?.iter().find(|o| o.kind == "VirtualMachineInstance")?;
     is_launcher.then(|| format!("{}/{}", pod.metadata.namespace.as_deref().unwrap_or_default(), owner.name))
 }
 
-fn is_live_pod(pod: &Pod) -> bool {
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
-    pod.metadata.deletion_timestamp.is_none() && phase != "Succeeded" && phase != "Failed"
-}
-
-/// Requests of a pod as the scheduler counts them: max(sum of containers, largest init container) plus
-/// the pod overhead. Unparseable quantities count as zero.
-pub fn pod_requests(pod: &Pod) -> Resources {
-    let overhead = quantities(pod.spec.as_ref().and_then(|s| s.overhead.as_ref()));
-    pod_requests_without_overhead(pod).saturating_add(overhead)
-}
-
-/// CPU and memory of a pod's quantity map (requests, overhead); absent or unparseable ones count as zero.
-fn quantities(m: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>) -> Resources {
-    Resources::new(
-        m.and_then(|m| m.get("cpu")).and_then(|q| cpu_millis(&q.0).ok()).unwrap_or(0),
-        m.and_then(|m| m.get("memory")).and_then(|q| memory_bytes(&q.0).ok()).unwrap_or(0),
-    )
-}
-
-/// [`pod_requests`] but for the overhead.
-pub fn pod_requests_without_overhead(pod: &Pod) -> Resources {
-    let Some(spec) = pod.spec.as_ref() else { return Resources::ZERO };
-    let req =
-        |r: Option<&k8s_openapi::api::core::v1::ResourceRequirements>| quantities(r.and_then(|r| r.requests.as_ref()));
-    let sum = spec.containers.iter().fold(Resources::ZERO, |acc, c| acc.saturating_add(req(c.resources.as_ref())));
-    let init =
-        spec.init_containers.iter().flatten().map(|c| req(c.resources.as_ref())).fold(Resources::ZERO, |a, b| {
-            Resources::new(a.cpu_millis.max(b.cpu_millis), a.memory_bytes.max(b.memory_bytes))
-        });
-    Resources::new(sum.cpu_millis.max(init.cpu_millis), sum.memory_bytes.max(init.memory_bytes))
-}
-
-/// A pod's CPU and memory limits: the sums of its containers' when every container has one.
-pub fn pod_limits(pod: &Pod) -> (Option<u64>, Option<u64>) {
-    let Some(spec) = pod.spec.as_ref() else { return (None, None) };
-    // A pod has a limit only when every container has one.
-    let mut cpu = Some(0u64);
-    let mut mem = Some(0u64);
-    for c in &spec.containers {
-        let l = c.resources.as_ref().and_then(|r| r.limits.as_ref());
-        let c_cpu = l.and_then(|l| l.get("cpu")).and_then(|q| cpu_millis(&q.0).ok());
-        let c_mem = l.and_then(|l| l.get("memory")).and_then(|q| memory_bytes(&q.0).ok());
-        cpu = cpu.zip(c_cpu).map(|(a, b)| a.saturating_add(b));
-        mem = mem.zip(c_mem).map(|(a, b)| a.saturating_add(b));
-    }
-    (cpu, mem)
-}
-
-fn launcher_pods(pods: &[Arc<Pod>]) -> BTreeMap<String, Vec<&Pod>> {
-    let mut out: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
-    for p in pods.iter().filter(|p| is_live_pod(p)) {
+fn launcher_pods(pods: &[Arc<CachedPod>]) -> BTreeMap<String, Vec<&CachedPod>> {
+    let mut out: BTreeMap<String, Vec<&CachedPod>> = BTreeMap::new();
+    for p in pods.iter().filter(|p| p.is_live()) {
         if let Some(k) = launcher_vmi_key(p) {
             out.entry(k).or_default().push(p);
         }
@@ -584,17 +535,17 @@ fn launcher_pods(pods: &[Arc<Pod>]) -> BTreeMap<String, Vec<&Pod>> {
 }
 
 /// The launcher pod on the VMI's node (the source while a migration runs), else any.
-fn pick_launcher<'a>(pods: &[&'a Pod], node: Option<&str>) -> Option<&'a Pod> {
-    let on = |p: &&&Pod| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == node;
+fn pick_launcher<'a>(pods: &[&'a CachedPod], node: Option<&str>) -> Option<&'a CachedPod> {
+    let on = |p: &&&CachedPod| p.node_name.as_deref() == node;
     pods.iter().find(on).or(pods.first()).copied()
 }
 
-fn non_vm_requests_per_node(pods: &[Arc<Pod>]) -> BTreeMap<String, Resources> {
+fn non_vm_requests_per_node(pods: &[Arc<CachedPod>]) -> BTreeMap<String, Resources> {
     let mut out: BTreeMap<String, Resources> = BTreeMap::new();
-    for p in pods.iter().filter(|p| is_live_pod(p) && launcher_vmi_key(p).is_none()) {
-        if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
+    for p in pods.iter().filter(|p| p.is_live() && launcher_vmi_key(p).is_none()) {
+        if let Some(n) = p.node_name.clone() {
             let e = out.entry(n).or_default();
-            *e = e.saturating_add(pod_requests(p));
+            *e = e.saturating_add(p.total_requests());
         }
     }
     out
@@ -621,10 +572,10 @@ fn is_candidate(vmi: &VirtualMachineInstance, node: Option<&str>) -> bool {
 /// A VMI's node: its own, else the node its launcher pod is bound to (by kube-scheduler or kubedrs) while
 /// virt-controller has not written it yet: the VMI is starting there, and the kubelet already counts its
 /// pod's requests on that node, so kubedrs must too.
-fn node_of<'a>(vmi: &'a VirtualMachineInstance, launchers: &BTreeMap<String, Vec<&'a Pod>>) -> Option<&'a str> {
+fn node_of<'a>(vmi: &'a VirtualMachineInstance, launchers: &BTreeMap<String, Vec<&'a CachedPod>>) -> Option<&'a str> {
     vmi.node_name().or_else(|| {
         let pods = launchers.get(&vmi.key())?;
-        pods.iter().find_map(|p| p.spec.as_ref()?.node_name.as_deref().filter(|n| !n.is_empty()))
+        pods.iter().find_map(|p| p.node())
     })
 }
 
@@ -666,7 +617,7 @@ fn qty<'a>(map: Option<&'a BTreeMap<String, Quantity>>, key: &str) -> Option<&'a
 pub fn vm_from(
     vmi: &VirtualMachineInstance,
     vm: Option<&VirtualMachine>,
-    launcher: Option<&Pod>,
+    launcher: Option<&CachedPod>,
     node_host_model: Option<&str>,
 ) -> (Vm, Vec<Warning>) {
     let mut warnings = Vec::new();
@@ -709,14 +660,14 @@ pub fn vm_from(
     let overhead = if overcommit { 0 } else { estimated_memory_overhead(memory_size, vcpus) };
 
     // The pod's requests when it has them (a pod without a request for a resource falls back, per resource).
-    let from_pod = launcher.map(pod_requests).unwrap_or_default();
+    let from_pod = launcher.map(CachedPod::total_requests).unwrap_or_default();
     let cpu_res = Some(from_pod.cpu_millis)
         .filter(|v| *v > 0)
         .unwrap_or_else(|| req_cpu.unwrap_or(u64::from(vcpus) * 1000 / KUBEVIRT_CPU_ALLOCATION_RATIO));
     let mem_res = Some(from_pod.memory_bytes)
         .filter(|v| *v > 0)
         .unwrap_or_else(|| req_mem.unwrap_or(memory_size).saturating_add(overhead));
-    let (pod_cpu_lim, pod_mem_lim) = launcher.map(pod_limits).unwrap_or((None, None));
+    let (pod_cpu_lim, pod_mem_lim) = launcher.map_or((None, None), |p| p.limits);
 
     let annotation = |key: &str| -> Option<&str> {
         vm.and_then(|v| v.metadata.annotations.as_ref()?.get(key))
@@ -867,13 +818,11 @@ pub fn pending_pods(cluster: &Cluster, snapshot: &Snapshot) -> Vec<PendingPod> {
         .filter_map(|p| {
             let vm = launcher_vmi_key(p)?;
             let node = *vm_node.get(vm.as_str())?;
-            let labels = p.metadata.labels.as_ref();
-            let job = labels.and_then(|l| l.get(keys::MIGRATION_JOB_LABEL));
-            let selector = p.spec.as_ref().and_then(|s| s.node_selector.clone()).unwrap_or_default();
+            let job = p.label(keys::MIGRATION_JOB_LABEL);
+            let selector = p.node_selector.clone();
             let kind = if job.is_some() || node.is_some() {
-                let by_job = job.and_then(|uid| {
-                    cluster.migrations.iter().find(|m| m.metadata.uid.as_deref() == Some(uid.as_str()))
-                });
+                let by_job =
+                    job.and_then(|uid| cluster.migrations.iter().find(|m| m.metadata.uid.as_deref() == Some(uid)));
                 let target = by_job
                     .and_then(|m| m.target_node().map(str::to_string))
                     .or_else(|| selector.get(keys::HOSTNAME).cloned());
@@ -893,11 +842,9 @@ pub fn pending_pods(cluster: &Cluster, snapshot: &Snapshot) -> Vec<PendingPod> {
     out
 }
 
-fn is_pending_for_kubedrs(p: &Pod) -> bool {
-    let Some(spec) = p.spec.as_ref() else { return false };
-    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+fn is_pending_for_kubedrs(p: &CachedPod) -> bool {
     p.metadata.deletion_timestamp.is_none()
-        && phase == "Pending"
-        && spec.node_name.as_deref().is_none_or(str::is_empty)
-        && spec.scheduler_name.as_deref() == Some(keys::SCHEDULER_NAME)
+        && p.phase.as_deref().unwrap_or("Pending") == "Pending"
+        && p.node().is_none()
+        && p.scheduler_name.as_deref() == Some(keys::SCHEDULER_NAME)
 }

@@ -532,7 +532,7 @@ mod tests {
                 Arc::new(node("n2").cpu("16").memory("64Gi").in_pool("prod").build()),
                 Arc::new(node("n3").cpu("16").memory("64Gi").in_pool("prod").build()),
             ],
-            pods: vmis.iter().map(|v| Arc::new(launcher(v).build())).collect(),
+            pods: vmis.iter().map(|v| Arc::new(launcher(v).build().into())).collect(),
             vmis: vmis.into_iter().map(Arc::new).collect(),
             ..Cluster::default()
         };
@@ -558,7 +558,7 @@ mod tests {
                 let status = v.status.get_or_insert_with(Default::default);
                 junk(&mut status.other, "interfaces");
             }
-            c.pods.push(Arc::new(kubedrs_pod(&vmis[3])));
+            c.pods.push(Arc::new(kubedrs_pod(&vmis[3]).into()));
             let mut shop_vm = vm("shop/a").label("app", "web").build();
             junk(&mut shop_vm.spec.other, "dataVolumeTemplates");
             c.vms = vec![Arc::new(shop_vm)];
@@ -599,7 +599,7 @@ mod tests {
                 Arc::new(node("n1").cpu("16").memory("64Gi").in_pool("prod").build()),
                 Arc::new(node("n2").cpu("16").memory("64Gi").in_pool("prod").build()),
             ],
-            pods: vec![Arc::new(kubedrs_pod(&new))],
+            pods: vec![Arc::new(kubedrs_pod(&new).into())],
             vmis: vec![Arc::new(new)],
             ..Cluster::default()
         };
@@ -627,7 +627,7 @@ mod tests {
                 Arc::new(node("n1").cpu("16").memory("64Gi").in_pool("prod").build()),
                 Arc::new(node("n2").cpu("16").memory("64Gi").in_pool("prod").build()),
             ],
-            pods: vec![Arc::new(launcher(&v).build()), Arc::new(target)],
+            pods: vec![Arc::new(launcher(&v).build().into()), Arc::new(target.into())],
             vmis: vec![Arc::new(v)],
             migrations: vec![Arc::new(m)],
             ..Cluster::default()
@@ -796,7 +796,7 @@ mod tests {
                 Arc::new(node("n2").cpu("16").memory("64Gi").in_pool("prod").build()),
                 Arc::new(node("n3").cpu("16").memory("64Gi").in_pool("prod").label("disk", "ssd").build()),
             ],
-            pods: vmis.iter().map(|v| Arc::new(launcher(v).build())).collect(),
+            pods: vmis.iter().map(|v| Arc::new(launcher(v).build().into())).collect(),
             vmis: vmis.into_iter().map(Arc::new).collect(),
             ..Cluster::default()
         };

@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::pod::CachedPod;
 use anyhow::Context as _;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::api::ListParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, ResourceExt};
@@ -106,7 +107,7 @@ pub async fn fetch(client: &Client) -> anyhow::Result<(Cluster, DemandWindow, u6
         namespaces: list::<Namespace>(client).await?,
         vms: list_optional::<VirtualMachine>(client).await?,
         vmis: list_optional::<VirtualMachineInstance>(client).await?,
-        pods: list::<Pod>(client).await?,
+        pods: list::<CachedPod>(client).await?,
         migrations: list_optional::<VirtualMachineInstanceMigration>(client).await?,
         skipped: Vec::new(),
     };

@@ -134,7 +134,7 @@ fn cluster(extra: &[bool], nodes: &[NodeIn], vms: &[VmIn]) -> Cluster {
     Cluster {
         pools,
         nodes,
-        pods: vmis.iter().filter(|v| v.node_name().is_some()).map(|v| Arc::new(launcher(v).build())).collect(),
+        pods: vmis.iter().filter(|v| v.node_name().is_some()).map(|v| Arc::new(launcher(v).build().into())).collect(),
         vmis: vmis.into_iter().map(Arc::new).collect(),
         ..Cluster::default()
     }
@@ -203,7 +203,7 @@ proptest! {
         bad.nodes.push(Arc::new(node("garbage").in_pool("p0").cpu(QTY[bad_cpu]).memory("18446744073709551615").build()));
         bad.nodes.push(Arc::new(node("host").in_pool("p0").cpu("16").memory("64Gi").build()));
         let v = vmi("shop/garbage").on("host").cpus(u32::MAX).memory("18446744073709551615Ei").requests(QTY[bad_cpu], QTY[bad_memory]).model("Zen99-Unknown").build();
-        bad.pods.push(Arc::new(launcher(&v).build()));
+        bad.pods.push(Arc::new(launcher(&v).build().into()));
         bad.vmis.push(Arc::new(v));
         let after = observe(&bad, &DemandWindow::default(), NOW);
         prop_assert_eq!(before.pool("p1"), after.pool("p1"));

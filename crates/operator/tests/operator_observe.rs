@@ -33,7 +33,7 @@ impl World {
         self
     }
     fn pod(mut self, p: k8s_openapi::api::core::v1::Pod) -> Self {
-        self.0.pods.push(Arc::new(p));
+        self.0.pods.push(Arc::new(p.into()));
         self
     }
     fn namespace(mut self, n: k8s_openapi::api::core::v1::Namespace) -> Self {
@@ -372,7 +372,7 @@ fn demand_comes_from_metrics_smoothed() {
     let metrics: Vec<_> = (0..10).map(|i| pod_metrics(&l, NOW - 1800 + i * 60, "500m", "2Gi")).collect();
     let warnings = demand.record_pod_metrics(&w.0.pods, &metrics, NOW);
     assert!(warnings.is_empty());
-    w.0.pods.push(Arc::new(pod("ns/unrelated").build()));
+    w.0.pods.push(Arc::new(pod("ns/unrelated").build().into()));
     let o = observe(&w.0, &demand, NOW);
     let po = o.pool("prod").unwrap();
     assert_eq!(the_vm(po.snapshot.as_ref().unwrap(), "ns/a").demand, Resources::new(500, 2 * GI));
