@@ -4,8 +4,10 @@
 //! API call, with the field manager `kubedrs`. A failed call is logged, reported as an Event and counted, and
 //! never stops the others: the next pass sees the cluster as it is and decides again. Node patches go first
 //! (a node leaving maintenance is uncordoned before VMs are sent to it), then deletions, migrations and
-//! bindings, then the Events.
+//! bindings, then the Events; the calls of one kind go at once (up to [`IN_FLIGHT`]): a pass starts only
+//! moves that wait for no other (the engine's order, `order.rs`), which may start together in any order.
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::events::Recorder;
@@ -81,7 +83,14 @@ pub fn node_patch(
     p
 }
 
-/// Applies `actions` (Events already filtered by the memo); `pool` names the pool in logs.
+/// How many calls of one kind the executor has in flight at once: a pass's migrations (and, when a node
+/// enters maintenance, its cordon) do not wait on one round trip after another (a migration's create goes
+/// through virt-api's webhook: a second under load).
+const IN_FLIGHT: usize = 8;
+
+/// Applies `actions` (Events already filtered by the memo); `pool` names the pool in logs. The kinds go in
+/// order (node patches, then deletions, migrations and bindings, then Events), the calls of one kind at
+/// once, up to [`IN_FLIGHT`].
 pub async fn execute(
     client: &Client,
     recorder: &Recorder,
@@ -89,8 +98,6 @@ pub async fn execute(
     pool: &str,
     actions: Vec<Action>,
 ) -> Report {
-    let mut report = Report::default();
-    let mut events: Vec<EventSpec> = Vec::new();
     let rank = |a: &Action| match a {
         Action::PatchNode { .. } => 0,
         Action::DeleteMigration { .. } => 1,
@@ -98,99 +105,136 @@ pub async fn execute(
         Action::Bind { .. } => 3,
         Action::Event(_) => 4,
     };
-    let mut actions = actions;
-    actions.sort_by_key(rank);
-    let pp = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
+    let mut groups: Vec<Vec<Action>> = (0..5).map(|_| Vec::new()).collect();
     for a in actions {
-        match a {
-            Action::PatchNode { node, unschedulable, annotations } => {
-                let api: Api<Node> = Api::all(client.clone());
-                let body = node_patch(unschedulable, &annotations);
-                match api
-                    .patch(
-                        &node,
-                        &PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() },
-                        &Patch::Merge(&body),
-                    )
-                    .await
-                {
-                    Ok(_) => {
-                        report.nodes_patched += 1;
-                        tracing::info!(%pool, %node, ?unschedulable, "node patched");
-                    }
-                    // A node deleted meanwhile has nothing left to patch.
-                    Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => {
-                        report.failures += 1;
-                        tracing::warn!(%pool, %node, error = %e, "cannot patch node");
-                    }
+        groups[rank(&a)].push(a);
+    }
+    let mut report = Report::default();
+    let mut events: Vec<EventSpec> = Vec::new();
+    for group in groups {
+        let outcomes: Vec<Outcome> =
+            futures::stream::iter(group).map(|a| apply(client, pool, a)).buffered(IN_FLIGHT).collect().await;
+        for o in outcomes {
+            match o {
+                Outcome::NodePatched => report.nodes_patched += 1,
+                Outcome::MigrationDeleted => report.migrations_deleted += 1,
+                Outcome::MigrationCreated => report.migrations_created += 1,
+                Outcome::PodBound => report.pods_bound += 1,
+                Outcome::Nothing => {}
+                Outcome::Failed(event) => {
+                    report.failures += 1;
+                    events.extend(event);
                 }
-            }
-            Action::DeleteMigration { namespace, name } => {
-                let api: Api<VirtualMachineInstanceMigration> = Api::namespaced(client.clone(), &namespace);
-                match api.delete(&name, &DeleteParams::background()).await {
-                    Ok(_) => report.migrations_deleted += 1,
-                    Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => {
-                        report.failures += 1;
-                        tracing::warn!(%pool, %namespace, %name, error = %e, "cannot delete old migration");
-                    }
+                Outcome::Refused(vm, from, to, event) => {
+                    report.failures += 1;
+                    report.refused.push((vm, from, to));
+                    events.push(event);
                 }
+                Outcome::Event(e) => events.push(e),
             }
-            Action::CreateMigration { namespace, vmi, from, to, reason, why } => {
-                let api: Api<VirtualMachineInstanceMigration> = Api::namespaced(client.clone(), &namespace);
-                let obj = migration_object(pool, &namespace, &vmi, &from, &to, reason, &why);
-                match api.create(&pp, &obj).await {
-                    Ok(created) => {
-                        report.migrations_created += 1;
-                        tracing::info!(
-                            %pool, vm = %format!("{namespace}/{vmi}"), %from, %to, reason = reason.as_str(),
-                            migration = created.metadata.name.as_deref().unwrap_or_default(), %why, "migration created"
-                        );
-                    }
-                    Err(e) => {
-                        report.failures += 1;
-                        // Not a migration (none exists): an Event and the engine's backoff, no count.
-                        report.refused.push((format!("{namespace}/{vmi}"), from.clone(), to.clone()));
-                        tracing::warn!(%pool, vm = %format!("{namespace}/{vmi}"), error = %e, "migration refused");
-                        events.push(EventSpec::new(
-                            Target::Vmi { namespace: namespace.clone(), name: vmi.clone() },
-                            EventKind::Warning,
-                            "MigrationRefused",
-                            "Migrate",
-                            format!("could not create the migration from {from} to {to}: {e}"),
-                        ));
-                    }
-                }
-            }
-            Action::Bind { namespace, pod, node, vm, why } => {
-                let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-                let body = binding(&namespace, &pod, &node);
-                match api.create_subresource::<_, serde_json::Value>("binding", &pod, &pp, &body).await {
-                    Ok(_) => {
-                        report.pods_bound += 1;
-                        tracing::info!(%pool, %vm, %pod, %node, %why, "pod bound");
-                    }
-                    Err(e) => {
-                        report.failures += 1;
-                        tracing::warn!(%pool, %vm, %pod, %node, error = %e, "cannot bind pod");
-                        events.push(EventSpec::new(
-                            Target::Pod { namespace: namespace.clone(), name: pod.clone() },
-                            EventKind::Warning,
-                            "FailedBinding",
-                            "Bind",
-                            format!("could not bind to {node}: {e}; retrying on the next pass"),
-                        ));
-                    }
-                }
-            }
-            Action::Event(e) => events.push(e),
         }
     }
     for e in &events {
         publish(recorder, e, uid_of(inv, &e.target)).await;
     }
     report
+}
+
+/// What one action came to.
+enum Outcome {
+    NodePatched,
+    MigrationDeleted,
+    MigrationCreated,
+    PodBound,
+    /// Nothing to do after all (the object was gone).
+    Nothing,
+    /// A failed call, with the Event that says so (if any).
+    Failed(Option<EventSpec>),
+    /// A migration the API server refused: `(vm, from, to)` and its Event.
+    Refused(String, String, String, EventSpec),
+    /// An Event to publish after the calls.
+    Event(EventSpec),
+}
+
+/// One API call for one action.
+async fn apply(client: &Client, pool: &str, a: Action) -> Outcome {
+    let pp = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
+    match a {
+        Action::PatchNode { node, unschedulable, annotations } => {
+            let api: Api<Node> = Api::all(client.clone());
+            let body = node_patch(unschedulable, &annotations);
+            let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
+            match api.patch(&node, &params, &Patch::Merge(&body)).await {
+                Ok(_) => {
+                    tracing::info!(%pool, %node, ?unschedulable, "node patched");
+                    Outcome::NodePatched
+                }
+                // A node deleted meanwhile has nothing left to patch.
+                Err(kube::Error::Api(s)) if s.code == 404 => Outcome::Nothing,
+                Err(e) => {
+                    tracing::warn!(%pool, %node, error = %e, "cannot patch node");
+                    Outcome::Failed(None)
+                }
+            }
+        }
+        Action::DeleteMigration { namespace, name } => {
+            let api: Api<VirtualMachineInstanceMigration> = Api::namespaced(client.clone(), &namespace);
+            match api.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => Outcome::MigrationDeleted,
+                Err(kube::Error::Api(s)) if s.code == 404 => Outcome::Nothing,
+                Err(e) => {
+                    tracing::warn!(%pool, %namespace, %name, error = %e, "cannot delete old migration");
+                    Outcome::Failed(None)
+                }
+            }
+        }
+        Action::CreateMigration { namespace, vmi, from, to, reason, why } => {
+            let api: Api<VirtualMachineInstanceMigration> = Api::namespaced(client.clone(), &namespace);
+            let obj = migration_object(pool, &namespace, &vmi, &from, &to, reason, &why);
+            match api.create(&pp, &obj).await {
+                Ok(created) => {
+                    tracing::info!(
+                        %pool, vm = %format!("{namespace}/{vmi}"), %from, %to, reason = reason.as_str(),
+                        migration = created.metadata.name.as_deref().unwrap_or_default(), %why, "migration created"
+                    );
+                    Outcome::MigrationCreated
+                }
+                Err(e) => {
+                    // Not a migration (none exists): an Event and the engine's backoff, no count.
+                    tracing::warn!(%pool, vm = %format!("{namespace}/{vmi}"), error = %e, "migration refused");
+                    let event = EventSpec::new(
+                        Target::Vmi { namespace: namespace.clone(), name: vmi.clone() },
+                        EventKind::Warning,
+                        "MigrationRefused",
+                        "Migrate",
+                        format!("could not create the migration from {from} to {to}: {e}"),
+                    );
+                    Outcome::Refused(format!("{namespace}/{vmi}"), from, to, event)
+                }
+            }
+        }
+        Action::Bind { namespace, pod, node, vm, why } => {
+            let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+            let body = binding(&namespace, &pod, &node);
+            match api.create_subresource::<_, serde_json::Value>("binding", &pod, &pp, &body).await {
+                Ok(_) => {
+                    tracing::info!(%pool, %vm, %pod, %node, %why, "pod bound");
+                    Outcome::PodBound
+                }
+                Err(e) => {
+                    tracing::warn!(%pool, %vm, %pod, %node, error = %e, "cannot bind pod");
+                    Outcome::Failed(Some(EventSpec::new(
+                        Target::Pod { namespace: namespace.clone(), name: pod.clone() },
+                        EventKind::Warning,
+                        "FailedBinding",
+                        "Bind",
+                        format!("could not bind to {node}: {e}; retrying on the next pass"),
+                    )))
+                }
+            }
+        }
+        Action::Event(e) => Outcome::Event(e),
+    }
 }
 
 /// The UID of an Event's target, from the caches.
