@@ -152,7 +152,7 @@ async fn scale_bench() -> anyhow::Result<()> {
         .split(',')
         .map(|x| x.trim().parse().with_context(|| format!("E2E_SCALE_VMS: {x:?} is not a number")))
         .collect::<anyhow::Result<_>>()?;
-    let timeout = MIN * knob("E2E_SCALE_STEP_MINUTES", "40").parse::<u32>().context("E2E_SCALE_STEP_MINUTES")?;
+    let timeout = MIN * knob("E2E_SCALE_STEP_MINUTES", "75").parse::<u32>().context("E2E_SCALE_STEP_MINUTES")?;
     let mut s = Scenario::start("scale", &[]).await?;
     let nodes = cluster_nodes(&s.client).await?;
     eprintln!("  {} KWOK nodes", nodes.len());
