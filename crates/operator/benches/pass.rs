@@ -1,6 +1,7 @@
 //! A whole pass of the operator (observe, plan, actuate, status) on fixtures the size of the scale bench:
 //! 1,000 nodes and 1,000, 3,000 or 10,000 running VMs with their launcher pods, one pool, the engine's
-//! share apart (`observe` alone, then `pass`). Pure: no API server (see docs/benchmarks.md).
+//! share apart (`observe` alone, then `pass`), with usage samples every 30 s over the demand window for
+//! every VM, as the operator has them after half an hour. Pure: no API server (see docs/benchmarks.md).
 //!
 //! `cargo bench -p kubedrs-operator --bench pass`; `-- observe/10000` one case.
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use k8s_openapi::jiff::Timestamp;
+use kubedrs_engine::Resources;
 use kubedrs_operator::fixtures::{launcher, node, pool, vmi};
 use kubedrs_operator::keys;
 use kubedrs_operator::observe::{Cluster, DemandWindow, observe_pools};
@@ -33,27 +35,42 @@ fn cluster(nodes: usize, vms: usize) -> Cluster {
     }
 }
 
+/// A usage sample every 30 s over the long demand window for each VM: 10-80% of its vCPU and 30-90% of
+/// its memory, different per VM and per sample.
+fn demand(vms: usize) -> DemandWindow {
+    let mut d = DemandWindow::default();
+    let from = NOW as u64 - d.long_secs;
+    for i in 0..vms {
+        let key = format!("ns/vm-{i:05}");
+        for (k, at) in (from..=NOW as u64).step_by(30).enumerate() {
+            let x = ((i * 7919 + k * 104_729) % 71) as u64;
+            d.record(&key, at, Resources::new(100 + x * 10, (300 + x * 8) << 20));
+        }
+    }
+    d
+}
+
 fn passes(c: &mut Criterion) {
-    let demand = DemandWindow::default();
     let memo = PoolMemo::default();
     let mut g = c.benchmark_group("observe");
     g.sample_size(10).measurement_time(Duration::from_secs(10));
-    let clusters: Vec<(usize, Cluster)> = [1_000, 3_000, 10_000].into_iter().map(|v| (v, cluster(1_000, v))).collect();
-    for (vms, cl) in &clusters {
+    let clusters: Vec<(usize, Cluster, DemandWindow)> =
+        [1_000, 3_000, 10_000].into_iter().map(|v| (v, cluster(1_000, v), demand(v))).collect();
+    for (vms, cl, demand) in &clusters {
         g.bench_function(format!("{vms}"), |b| {
-            b.iter(|| observe_pools(black_box(cl), &demand, NOW as u64, Some("prod")))
+            b.iter(|| observe_pools(black_box(cl), demand, NOW as u64, Some("prod")))
         });
     }
     g.finish();
     let mut g = c.benchmark_group("pass");
     g.sample_size(10).measurement_time(Duration::from_secs(10));
-    for (vms, cl) in &clusters {
+    for (vms, cl, demand) in &clusters {
         g.bench_function(format!("{vms}"), |b| {
             b.iter(|| {
                 pass(&PassInput {
                     pool: &cl.pools[0],
                     cluster: black_box(cl),
-                    demand: &demand,
+                    demand,
                     settings: Settings::default(),
                     memo: &memo,
                     totals: &[],
