@@ -7,6 +7,8 @@
 //! ones like `qemu64`, or names unknown to this release) never become the baseline but still count for
 //! compatibility.
 
+use std::collections::HashMap;
+
 use super::model::{CpuBaselinePolicy, CpuRequirement, Node, Vm};
 use super::plan::{Baseline, PinnedVm};
 
@@ -130,11 +132,15 @@ pub fn describe(req: &CpuRequirement) -> Option<String> {
 pub fn baseline_report(policy: &CpuBaselinePolicy, nodes: &[Node], vms: &[Vm]) -> Baseline {
     let pool_nodes: Vec<Node> = nodes.iter().filter(|n| !n.state.in_maintenance()).cloned().collect();
     let (model, why) = resolve_baseline(policy, if pool_nodes.is_empty() { nodes } else { &pool_nodes });
+    // The nodes that can run a requirement, counted once per distinct requirement: VMs share a handful of
+    // models, and counting per VM costs VMs x nodes (10 million checks at 10,000 VMs on 1,000 nodes).
+    let mut eligible_of: HashMap<&CpuRequirement, usize> = HashMap::new();
     let mut pinned: Vec<PinnedVm> = vms
         .iter()
         .filter_map(|vm| {
             let model = describe(&vm.cpu_requirement)?;
-            let eligible = nodes.iter().filter(|n| vm.cpu_requirement.allows(n)).count();
+            let req = &vm.cpu_requirement;
+            let eligible = *eligible_of.entry(req).or_insert_with(|| nodes.iter().filter(|n| req.allows(n)).count());
             (eligible < nodes.len()).then(|| PinnedVm { vm: vm.name.clone(), model, eligible_nodes: eligible })
         })
         .collect();

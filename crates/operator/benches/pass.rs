@@ -1,5 +1,5 @@
 //! A whole pass of the operator (observe, plan, actuate, status) on fixtures the size of the scale bench:
-//! 1,000 nodes and 1,000, 3,000 or 10,000 running VMs with their launcher pods, one pool, the engine's
+//! 1,000 nodes of three CPU generations and 1,000, 3,000 or 10,000 running VMs with their launcher pods, one pool, the engine's
 //! share apart (`observe` alone, then `pass`), with usage samples every 30 s over the demand window for
 //! every VM, as the operator has them after half an hour. Pure: no API server (see docs/benchmarks.md).
 //!
@@ -19,7 +19,46 @@ use kubedrs_operator::pass::{PassInput, PoolMemo, Settings, pass};
 
 const NOW: i64 = 1_800_000_000;
 
-/// `nodes` nodes of 32 cores and 128 GiB in pool `prod`, `vms` VMs of 1 vCPU and 1 GiB spread over them.
+/// The CPU labels KubeVirt's node-labeller puts on nodes of three generations (as the e2e nodes have them).
+const GENERATIONS: [(&str, &[&str]); 3] = [
+    (
+        "Broadwell-noTSX",
+        &["Penryn", "Nehalem", "Westmere", "SandyBridge", "IvyBridge", "Haswell-noTSX", "Broadwell-noTSX"],
+    ),
+    (
+        "Cascadelake-Server",
+        &[
+            "Penryn",
+            "Nehalem",
+            "Westmere",
+            "SandyBridge",
+            "IvyBridge",
+            "Haswell-noTSX",
+            "Broadwell-noTSX",
+            "Skylake-Client",
+            "Skylake-Server",
+            "Cascadelake-Server",
+        ],
+    ),
+    (
+        "Icelake-Server",
+        &[
+            "Penryn",
+            "Nehalem",
+            "Westmere",
+            "SandyBridge",
+            "IvyBridge",
+            "Haswell-noTSX",
+            "Broadwell-noTSX",
+            "Skylake-Client",
+            "Skylake-Server",
+            "Cascadelake-Server",
+            "Icelake-Server",
+        ],
+    ),
+];
+
+/// `nodes` nodes of 32 cores and 128 GiB in pool `prod` (CPU labels of three generations), `vms` VMs of 1 vCPU and 1 GiB spread over them.
 fn cluster(nodes: usize, vms: usize) -> Cluster {
     let vmis: Vec<_> = (0..vms)
         .map(|i| vmi(&format!("ns/vm-{i:05}")).on(&format!("n{:04}", i % nodes)).cpus(1).memory("1Gi").build())
@@ -27,7 +66,11 @@ fn cluster(nodes: usize, vms: usize) -> Cluster {
     Cluster {
         pools: vec![Arc::new(pool("prod").selects(keys::POOL, "prod").build())],
         nodes: (0..nodes)
-            .map(|n| Arc::new(node(&format!("n{n:04}")).cpu("32").memory("128Gi").in_pool("prod").build()))
+            .map(|n| {
+                let (host, models) = GENERATIONS[n % GENERATIONS.len()];
+                let b = node(&format!("n{n:04}")).cpu("32").memory("128Gi").in_pool("prod");
+                Arc::new(b.cpu_models(models).host_model(host).vendor("Intel").build())
+            })
             .collect(),
         pods: vmis.iter().map(|v| Arc::new(launcher(v).requests("100m", "1224Mi").build().into())).collect(),
         vmis: vmis.into_iter().map(Arc::new).collect(),

@@ -283,6 +283,8 @@ pub fn observe_pools(cluster: &Cluster, demand: &DemandWindow, now: u64, only: O
     let mut outside_of: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
     let mut no_metrics_of: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut pool_of_vm: BTreeMap<String, &str> = BTreeMap::new();
+    // A node's host model, read from its labels once (not once per VM on it).
+    let mut host_model_of: BTreeMap<&str, Option<String>> = BTreeMap::new();
     for vmi in &cluster.vmis {
         let node = node_of(vmi, &launchers);
         if !is_candidate(vmi, node) {
@@ -321,8 +323,12 @@ pub fn observe_pools(cluster: &Cluster, demand: &DemandWindow, now: u64, only: O
             continue;
         }
         let launcher = launchers.get(&key).and_then(|pods| pick_launcher(pods, node));
-        let host_model =
-            node.and_then(|n| node_by_name.get(n)).and_then(|n| cpu_labels(n.metadata.labels.as_ref()).host_model);
+        let host_model = node.and_then(|n| {
+            host_model_of
+                .entry(n)
+                .or_insert_with(|| node_by_name.get(n).and_then(|n| cpu_labels(n.metadata.labels.as_ref()).host_model))
+                .clone()
+        });
         let (mut v, vm_warnings) = vm_from(vmi, vm, launcher, host_model.as_deref());
         v.node = node.map(str::to_string);
         warnings.extend(vm_warnings);
