@@ -219,10 +219,12 @@ pub fn observe_pools(cluster: &Cluster, demand: &DemandWindow, now: u64, only: O
         }
     }
     let vmis_on_node = |node: &str| vmis_per_node.get(node).copied().unwrap_or(0);
-    let mut node_by_name: BTreeMap<&str, &KubeNode> = BTreeMap::new();
+    // Every node's host model, for the `host-model` VMs on it (step 5).
+    let mut host_model_of: BTreeMap<&str, Option<String>> = BTreeMap::new();
     for n in &cluster.nodes {
         let name = n.metadata.name.as_deref().unwrap_or_default();
-        node_by_name.insert(name, n.as_ref());
+        let cpu = cpu_labels(n.metadata.labels.as_ref());
+        host_model_of.insert(name, cpu.host_model.clone());
         let matched = &node_pools[name];
         if matched.len() > 1 {
             let conflict =
@@ -266,7 +268,6 @@ pub fn observe_pools(cluster: &Cluster, demand: &DemandWindow, now: u64, only: O
                 message: format!("annotation {}: {e}; the node is not put in maintenance", keys::MAINTENANCE),
             });
         }
-        let cpu = cpu_labels(n.metadata.labels.as_ref());
         nodes_of.entry(pool).or_default().push(Node {
             name: name.to_string(),
             capacity,
@@ -283,8 +284,6 @@ pub fn observe_pools(cluster: &Cluster, demand: &DemandWindow, now: u64, only: O
     let mut outside_of: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
     let mut no_metrics_of: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut pool_of_vm: BTreeMap<String, &str> = BTreeMap::new();
-    // A node's host model, read from its labels once (not once per VM on it).
-    let mut host_model_of: BTreeMap<&str, Option<String>> = BTreeMap::new();
     for vmi in &cluster.vmis {
         let node = node_of(vmi, &launchers);
         if !is_candidate(vmi, node) {
@@ -323,12 +322,7 @@ pub fn observe_pools(cluster: &Cluster, demand: &DemandWindow, now: u64, only: O
             continue;
         }
         let launcher = launchers.get(&key).and_then(|pods| pick_launcher(pods, node));
-        let host_model = node.and_then(|n| {
-            host_model_of
-                .entry(n)
-                .or_insert_with(|| node_by_name.get(n).and_then(|n| cpu_labels(n.metadata.labels.as_ref()).host_model))
-                .clone()
-        });
+        let host_model = node.and_then(|n| host_model_of.get(n).cloned().flatten());
         let (mut v, vm_warnings) = vm_from(vmi, vm, launcher, host_model.as_deref());
         v.node = node.map(str::to_string);
         warnings.extend(vm_warnings);
