@@ -162,7 +162,7 @@ async fn run_cases(client: &Client, bin: &std::path::Path, cases: &[Case]) -> an
     std::fs::create_dir_all(&dir)?;
     let mut wrong = Vec::new();
     for c in cases {
-        let evicted = run_once(client, bin, c, &dir).await.with_context(|| format!("case {}", c.name))?;
+        let evicted = run_decided(client, bin, c, &dir).await.with_context(|| format!("case {}", c.name))?;
         let want: BTreeSet<String> = c.evicted.iter().cloned().collect();
         let same = c.classes(&evicted) == c.classes(&want);
         let verdict = match (same, evicted == want) {
@@ -200,8 +200,7 @@ async fn set_up(client: &Client, c: &Case) -> anyhow::Result<()> {
     // The descheduler never evicts a pod without an owner (it would not come back); a ConfigMap owns them
     // (owners that exist keep the garbage collector away).
     let owner: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "vms", "namespace": ns}}))?;
-    let owner = Api::<ConfigMap>::namespaced(client.clone(), &ns).create(&PostParams::default(), &owner).await?;
-    let uid = owner.uid().context("owner without uid")?;
+    Api::<ConfigMap>::namespaced(client.clone(), &ns).create(&PostParams::default(), &owner).await?;
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
     eventually(&format!("service account default in {ns}"), Duration::from_secs(60), || async {
         Ok(match sas.get_opt("default").await? {
@@ -210,8 +209,15 @@ async fn set_up(client: &Client, c: &Case) -> anyhow::Result<()> {
         })
     })
     .await?;
+    create_pods(client, c, &c.pods.iter().map(|p| p.name.clone()).collect()).await
+}
+
+/// Creates the named pods of a case, bound to their nodes, with their usage annotations.
+async fn create_pods(client: &Client, c: &Case, names: &BTreeSet<String>) -> anyhow::Result<()> {
+    let ns = c.ns();
+    let uid = Api::<ConfigMap>::namespaced(client.clone(), &ns).get("vms").await?.uid().context("owner without uid")?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    for p in &c.pods {
+    for p in c.pods.iter().filter(|p| names.contains(&p.name)) {
         let r = p.requests.unwrap_or(DEFAULT_REQUESTS);
         let pod: Pod = serde_json::from_value(json!({
             "metadata": {
@@ -274,18 +280,83 @@ async fn wait_for_usage(client: &Client, cases: &[Case]) -> anyhow::Result<()> {
     .await
 }
 
-/// Runs the descheduler once on the case's nodes; the pods it evicted: gone or being deleted once it has
-/// exited. Its log must show every node classified (so that "nothing evicted" is a decision, not a
-/// failure), and the pods it logged as evicted must be exactly the deleted ones.
-async fn run_once(
+/// What the descheduler logs when the environment, not the policy, decided a pod's fate: it could not read
+/// the pod's usage from metrics.k8s.io (metrics-server leaves out the pods of a node whose scrape failed)
+/// or the eviction call failed. It then skips the pod and goes on, so that run's evictions say nothing
+/// about the policy.
+const NOT_A_DECISION: [&str; 2] = ["unable to get pod usage", "eviction failed"];
+const ATTEMPTS: usize = 3;
+
+/// Runs the descheduler on the case until a run is the policy's decision: after a run that logged one of
+/// [`NOT_A_DECISION`], the evicted pods are put back and the case waits for its metrics again.
+async fn run_decided(
     client: &Client,
     bin: &std::path::Path,
     c: &Case,
     dir: &std::path::Path,
 ) -> anyhow::Result<BTreeSet<String>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &c.ns());
+    for attempt in 1..=ATTEMPTS {
+        let (evicted, faults) = run_once(client, bin, c, dir, attempt).await?;
+        if faults.is_empty() {
+            return Ok(evicted);
+        }
+        eprintln!("    attempt {attempt} was not the policy's decision; the descheduler logged:");
+        for f in &faults {
+            eprintln!("      {}", f.split("] ").nth(1).unwrap_or(f));
+        }
+        if attempt == ATTEMPTS {
+            break;
+        }
+        eventually(&format!("evicted pods of {} gone", c.name), Duration::from_secs(60), || async {
+            let left: Vec<String> =
+                pods.list(&ListParams::default()).await?.items.iter().map(|p| p.name_any()).collect();
+            let back: Vec<&String> = left.iter().filter(|p| evicted.contains(*p)).collect();
+            Ok(if back.is_empty() { Ok(()) } else { Err(format!("{back:?} still there")) })
+        })
+        .await?;
+        create_pods(client, c, &evicted).await?;
+        eventually(&format!("recreated pods of {} scraped", c.name), Duration::from_secs(120), || async {
+            let scraped = pod_metrics_scraped(client, &c.ns()).await?;
+            let stale: Vec<String> = pods
+                .list(&ListParams::default())
+                .await?
+                .items
+                .iter()
+                .filter(|p| evicted.contains(&p.name_any()))
+                .filter(|p| {
+                    scraped.get(&p.name_any()).is_none_or(|at| Some(at) <= p.metadata.creation_timestamp.as_ref())
+                })
+                .map(|p| p.name_any())
+                .collect();
+            Ok(if stale.is_empty() { Ok(()) } else { Err(format!("{stale:?} not yet")) })
+        })
+        .await?;
+        wait_for_usage(client, std::slice::from_ref(c)).await?;
+    }
+    bail!(
+        "in {ATTEMPTS} runs the descheduler never decided without a metrics or eviction error (logs in {})",
+        dir.display()
+    )
+}
+
+/// Runs the descheduler once on the case's nodes; the pods it evicted (gone or being deleted once it has
+/// exited) and the log lines that make the run [`NOT_A_DECISION`]. Its log must show every node
+/// classified (so that "nothing evicted" is a decision, not a failure), and the pods it logged as evicted
+/// must be exactly the deleted ones.
+async fn run_once(
+    client: &Client,
+    bin: &std::path::Path,
+    c: &Case,
+    dir: &std::path::Path,
+    attempt: usize,
+) -> anyhow::Result<(BTreeSet<String>, Vec<String>)> {
     let policy = dir.join(format!("{}.yaml", c.name));
     std::fs::write(&policy, serde_yaml::to_string(&c.policy())?)?;
-    let log = dir.join(format!("{}.log", c.name));
+    let log = match attempt {
+        1 => dir.join(format!("{}.log", c.name)),
+        n => dir.join(format!("{}.{n}.log", c.name)),
+    };
     let out = std::fs::File::create(&log)?;
     let started = Instant::now();
     let mut child = tokio::process::Command::new(bin)
@@ -336,7 +407,8 @@ async fn run_once(
     for l in text.lines().filter(|l| l.contains("Node has been classified") || l.contains("appropriately utilized")) {
         eprintln!("    {}", l.split("] ").nth(1).unwrap_or(l));
     }
-    Ok(deleted)
+    let faults = text.lines().filter(|l| NOT_A_DECISION.iter().any(|f| l.contains(f))).map(str::to_string).collect();
+    Ok((deleted, faults))
 }
 
 fn tail(text: &str, n: usize) -> String {

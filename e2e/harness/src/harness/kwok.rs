@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
@@ -38,7 +39,7 @@ pub fn descheduler_bin() -> anyhow::Result<PathBuf> {
 
 /// Creates a KWOK node with this capacity (= allocatable), labels and taints, and waits until it is Ready
 /// with no taint but `taints` (a new node carries `node.kubernetes.io/not-ready` until the node lifecycle
-/// controller sees it Ready). Status goes through the status subresource, as `e2e/cluster nodes` does it.
+/// controller sees it Ready). Its status is set on create, as `e2e/cluster nodes` sets it.
 pub async fn create_kwok_node(
     client: &Client,
     name: &str,
@@ -62,14 +63,16 @@ pub async fn create_kwok_node(
             },
         },
         "spec": {"taints": taints},
+        // A node's status may be set on create, and must be: KWOK's node-initialize stage keeps the capacity
+        // it finds and writes its default (1k CPUs) where there is none. A status patched in after the
+        // create raced with that stage, which could write the default over it after the check below.
+        "status": {
+            "capacity": capacity, "allocatable": capacity,
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": name}],
+            "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux"},
+        },
     }))?;
     nodes.create(&PostParams::default(), &node).await.with_context(|| format!("creating node {name}"))?;
-    let status = json!({"status": {
-        "capacity": capacity, "allocatable": capacity,
-        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": name}],
-        "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux"},
-    }});
-    nodes.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await?;
     let keys: Vec<&str> = taints.iter().filter_map(|t| t["key"].as_str()).collect();
     eventually(&format!("node {name} Ready, capacity set, only its own taints"), Duration::from_secs(60), || async {
         let n = nodes.get(name).await?;
@@ -86,10 +89,6 @@ pub async fn create_kwok_node(
             .all(|(k, v)| alloc.get(*k).is_some_and(|q| value(k, &q.0).is_some() && value(k, &q.0) == value(k, v)));
         let now: Vec<String> = n.spec.and_then(|s| s.taints).unwrap_or_default().into_iter().map(|t| t.key).collect();
         let taints_ok = now.iter().all(|k| keys.contains(&k.as_str()));
-        if !cap_ok {
-            // KWOK's node-initialize stage may write its default capacity over ours: write it again.
-            nodes.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await?;
-        }
         Ok(if ready && cap_ok && taints_ok {
             Ok(())
         } else {
@@ -128,6 +127,20 @@ pub async fn pod_metrics(client: &Client, ns: &str) -> anyhow::Result<BTreeMap<S
             mem += c["usage"]["memory"].as_str().and_then(crate::quantity::memory_bytes).unwrap_or(0);
         }
         out.insert(m.name_any(), (cpu, mem));
+    }
+    Ok(out)
+}
+
+/// When metrics-server last scraped each pod of a namespace (its PodMetrics' `timestamp`): a PodMetrics
+/// may outlive its pod for a scrape, so a pod recreated under the same name is measured once this is
+/// later than the pod's creation.
+pub async fn pod_metrics_scraped(client: &Client, ns: &str) -> anyhow::Result<BTreeMap<String, Time>> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &metrics_resource("PodMetrics", "pods"));
+    let mut out = BTreeMap::new();
+    for m in api.list(&ListParams::default()).await?.items {
+        let at: Time = serde_json::from_value(m.data["timestamp"].clone())
+            .with_context(|| format!("PodMetrics {ns}/{}: timestamp", m.name_any()))?;
+        out.insert(m.name_any(), at);
     }
     Ok(out)
 }
