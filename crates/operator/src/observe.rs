@@ -322,8 +322,8 @@ pub fn observe_pools(cluster: &Cluster, demand: &DemandWindow, now: u64, only: O
             continue;
         }
         let launcher = launchers.get(&key).and_then(|pods| pick_launcher(pods, node));
-        let host_model = node.and_then(|n| host_model_of.get(n).cloned().flatten());
-        let (mut v, vm_warnings) = vm_from(vmi, vm, launcher, host_model.as_deref());
+        let host_model = node.and_then(|n| host_model_of.get(n)).and_then(Option::as_deref);
+        let (mut v, vm_warnings) = vm_from(vmi, vm, launcher, host_model);
         v.node = node.map(str::to_string);
         warnings.extend(vm_warnings);
         match demand.demand(&key, now) {

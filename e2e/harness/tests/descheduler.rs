@@ -295,7 +295,6 @@ async fn run_decided(
     c: &Case,
     dir: &std::path::Path,
 ) -> anyhow::Result<BTreeSet<String>> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &c.ns());
     for attempt in 1..=ATTEMPTS {
         let (evicted, faults) = run_once(client, bin, c, dir, attempt).await?;
         if faults.is_empty() {
@@ -308,36 +307,41 @@ async fn run_decided(
         if attempt == ATTEMPTS {
             break;
         }
-        eventually(&format!("evicted pods of {} gone", c.name), Duration::from_secs(60), || async {
-            let left: Vec<String> =
-                pods.list(&ListParams::default()).await?.items.iter().map(|p| p.name_any()).collect();
-            let back: Vec<&String> = left.iter().filter(|p| evicted.contains(*p)).collect();
-            Ok(if back.is_empty() { Ok(()) } else { Err(format!("{back:?} still there")) })
-        })
-        .await?;
-        create_pods(client, c, &evicted).await?;
-        eventually(&format!("recreated pods of {} scraped", c.name), Duration::from_secs(120), || async {
-            let scraped = pod_metrics_scraped(client, &c.ns()).await?;
-            let stale: Vec<String> = pods
-                .list(&ListParams::default())
-                .await?
-                .items
-                .iter()
-                .filter(|p| evicted.contains(&p.name_any()))
-                .filter(|p| {
-                    scraped.get(&p.name_any()).is_none_or(|at| Some(at) <= p.metadata.creation_timestamp.as_ref())
-                })
-                .map(|p| p.name_any())
-                .collect();
-            Ok(if stale.is_empty() { Ok(()) } else { Err(format!("{stale:?} not yet")) })
-        })
-        .await?;
+        put_back(client, c, &evicted).await?;
         wait_for_usage(client, std::slice::from_ref(c)).await?;
     }
     bail!(
         "in {ATTEMPTS} runs the descheduler never decided without a metrics or eviction error (logs in {})",
         dir.display()
     )
+}
+
+/// Recreates the pods a run evicted once they are gone, and waits until metrics-server has scraped the new
+/// ones (a PodMetrics may still be the evicted pod's).
+async fn put_back(client: &Client, c: &Case, evicted: &BTreeSet<String>) -> anyhow::Result<()> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &c.ns());
+    eventually(&format!("evicted pods of {} gone", c.name), Duration::from_secs(60), || async {
+        let left: Vec<String> = pods.list(&ListParams::default()).await?.items.iter().map(|p| p.name_any()).collect();
+        let back: Vec<&String> = left.iter().filter(|p| evicted.contains(*p)).collect();
+        Ok(if back.is_empty() { Ok(()) } else { Err(format!("{back:?} still there")) })
+    })
+    .await?;
+    create_pods(client, c, evicted).await?;
+    eventually(&format!("recreated pods of {} scraped", c.name), Duration::from_secs(120), || async {
+        let scraped = pod_metrics_scraped(client, &c.ns()).await?;
+        let stale: Vec<String> = pods
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|p| evicted.contains(&p.name_any()))
+            .filter(|p| scraped.get(&p.name_any()).is_none_or(|at| Some(at) <= p.metadata.creation_timestamp.as_ref()))
+            .map(|p| p.name_any())
+            .collect();
+        Ok(if stale.is_empty() { Ok(()) } else { Err(format!("{stale:?} not yet")) })
+    })
+    .await?;
+    Ok(())
 }
 
 /// Runs the descheduler once on the case's nodes; the pods it evicted (gone or being deleted once it has
